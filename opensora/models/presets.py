@@ -1,0 +1,38 @@
+"""Presets are data: named architecture sizes registered as factories of one model class."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+
+from opensora.registry import Registry
+
+
+def preset_factory(cls: type, preset: Mapping | None = None) -> Callable:
+    """A factory building ``cls`` from ``preset`` plus overrides, loading ``from_pretrained`` if given.
+
+    The factory's signature is the class's own (plus ``from_pretrained``), so the registry can
+    reject an unknown config key by name before anything is built.
+    """
+    preset = dict(preset or {})
+
+    def factory(from_pretrained: str | None = None, **kwargs):
+        arch = {**preset, **kwargs}
+        if from_pretrained:
+            return cls.from_pretrained(from_pretrained, **arch)
+        return cls(**arch)
+
+    params = [inspect.Parameter("from_pretrained", inspect.Parameter.KEYWORD_ONLY, default=None)]
+    for param in list(inspect.signature(cls).parameters.values()):
+        if param.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
+            params.append(param.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+    factory.__signature__ = inspect.Signature(params)
+    factory.__name__ = cls.__name__
+    return factory
+
+
+def register_presets(registry: Registry, cls: type, presets: Mapping[str, Mapping]) -> None:
+    """Register ``cls`` under its own name and one factory per named preset."""
+    registry.register(cls.__name__, preset_factory(cls))
+    for name, preset in presets.items():
+        registry.register(name, preset_factory(cls, preset))

@@ -1,0 +1,3 @@
+from opensora.models.text_encoder.hash_encoder import HashTextEncoder
+
+__all__ = ["HashTextEncoder"]

@@ -1,0 +1,95 @@
+"""Replay the calls recorded in a golden fixture of the reference implementation.
+
+A fixture is a safetensors file with ``model.*`` weights, ``input.*``/``output.*`` tensors and
+JSON metadata ``config`` (constructor arguments) and ``call`` (what produced each output).
+Each recorded call becomes one test; a call whose model or method is not implemented here is
+skipped with the reason, so new fixtures of the same schema are picked up without code changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# longest names first so "STDiT3" is not read as "STDiT"
+MODEL_FAMILIES = ("VideoAutoencoderPipeline", "STDiT3", "STDiT2", "STDiT")
+IMPLEMENTED_MODELS = {"STDiT3"}
+
+
+def reference_dir() -> Path:
+    return Path(os.environ.get("OPENSORA_REFERENCE_DIR", REPO_ROOT.parent / "shared" / "reference"))
+
+
+def fixture_paths() -> list[Path]:
+    root = reference_dir()
+    return sorted(root.glob("*.safetensors")) if root.is_dir() else []
+
+
+@dataclass
+class Fixture:
+    path: Path
+    config: dict
+    meta: dict  # the parsed ``call`` metadata
+    tensors: dict[str, torch.Tensor]
+
+    @classmethod
+    def read_meta(cls, path: Path) -> tuple[dict, dict]:
+        with safe_open(str(path), "pt") as f:
+            raw = f.metadata() or {}
+        return json.loads(raw.get("config", "{}")), json.loads(raw.get("call", "{}"))
+
+    @classmethod
+    def load(cls, path: Path) -> Fixture:
+        config, meta = cls.read_meta(path)
+        with safe_open(str(path), "pt") as f:
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+        return cls(path, config, meta, tensors)
+
+    @property
+    def calls(self) -> list[dict]:
+        return self.meta.get("calls", [])
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        return {k.removeprefix("model."): v for k, v in self.tensors.items() if k.startswith("model.")}
+
+    def resolve(self, value):
+        """Turn "input.x"/"output.y" references (possibly nested in dicts) into tensors."""
+        if isinstance(value, dict):
+            return {k: self.resolve(v) for k, v in value.items()}
+        if isinstance(value, str) and value in self.tensors:
+            return self.tensors[value]
+        return value
+
+
+def model_family(meta: dict) -> str | None:
+    text = " ".join(str(meta.get(key, "")) for key in ("module", "model"))
+    for family in MODEL_FAMILIES:
+        if re.search(rf"\b{family}\b", text):
+            return family
+    return None
+
+
+def method_name(call: dict) -> str:
+    """ "RFlowScheduler(num_timesteps=1000).training_losses" -> "RFlowScheduler.training_losses"."""
+    return re.sub(r"\(.*?\)", "", call.get("method", ""))
+
+
+def output_names(call: dict) -> list[str]:
+    return [name.strip() for name in call.get("output", "").split("/") if name.strip()]
+
+
+def assert_matches(actual: torch.Tensor, expected: torch.Tensor, name: str, rtol: float = 1e-5) -> None:
+    """Equal up to ``rtol`` relative to the reference's largest magnitude (float32 round-off)."""
+    assert actual.shape == expected.shape, f"{name}: shape {list(actual.shape)} != {list(expected.shape)}"
+    if expected.dtype == torch.bool or not expected.is_floating_point():
+        assert torch.equal(actual.to(expected.dtype), expected), f"{name}: values differ"
+        return
+    scale = expected.abs().max().item() or 1.0
+    torch.testing.assert_close(actual.float(), expected, rtol=rtol, atol=rtol * scale, msg=lambda m: f"{name}: {m}")

@@ -1,0 +1,160 @@
+"""STDiT3: layout of the released model, shapes, runtime switches, and training that learns."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from opensora.models.stdit.stdit3 import STDiT3, build_stdit3
+from opensora.registry import MODELS, build_module
+from opensora.schedulers.rectified_flow import RectifiedFlow
+from opensora.training.losses import rflow_loss
+from tests.conformance.golden import reference_dir
+
+TINY = dict(depth=2, hidden_size=64, num_heads=4, caption_channels=32, model_max_length=8)
+
+
+def _inputs(B=2, T=3, H=8, W=8, L=8, caption_channels=32):
+    return dict(
+        x=torch.randn(B, 4, T, H, W),
+        timestep=torch.rand(B) * 1000,
+        y=torch.randn(B, 1, L, caption_channels),
+        mask=torch.ones(B, L, dtype=torch.long),
+        fps=torch.full((B,), 24.0),
+        height=torch.full((B,), H * 8.0),
+        width=torch.full((B,), W * 8.0),
+    )
+
+
+def _read_layout(name: str) -> list[tuple[str, list[int]]]:
+    path = reference_dir() / name
+    if not path.is_file():
+        pytest.skip(f"layout file {path} is missing (set OPENSORA_REFERENCE_DIR)")
+    rows = []
+    for line in path.read_text().splitlines():
+        key, shape, _dtype = line.split("\t")
+        rows.append((key, [int(s) for s in shape.strip("[]").split(",") if s]))
+    return rows
+
+
+def test_xl2_layout_matches_release():
+    with torch.device("meta"):
+        model = build_module({"type": "STDiT3-XL/2", "caption_channels": 4096, "model_max_length": 300}, MODELS)
+    ours = [(k, list(v.shape)) for k, v in model.state_dict().items()]
+    assert ours == _read_layout("layout_stdit3_xl2.tsv")
+
+
+def test_presets_are_registered():
+    assert "STDiT3-XL/2" in MODELS and "STDiT3-3B/2" in MODELS and "STDiT3" in MODELS
+    with torch.device("meta"):
+        model = MODELS.get("STDiT3-3B/2")()
+    assert model.config["hidden_size"] == 1872 and model.config["num_heads"] == 26
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 8), (5, 7, 9), (1, 6, 10)])
+def test_forward_pads_and_crops_dynamic_sizes(shape):
+    model = STDiT3(**TINY).eval()
+    inputs = _inputs(T=shape[0], H=shape[1], W=shape[2])
+    with torch.no_grad():
+        out = model(**inputs)
+    assert out.shape == (2, 8, *shape) and out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+
+
+def test_text_padding_is_ignored():
+    """Padding tokens must not change the output, whatever their values."""
+    model = STDiT3(**TINY).eval()
+    inputs = _inputs()
+    inputs["mask"][1, 5:] = 0
+    other = dict(inputs, y=inputs["y"].clone())
+    other["y"][1, :, 5:] = 100.0
+    with torch.no_grad():
+        assert torch.allclose(model(**inputs), model(**other), atol=1e-5)
+
+
+def test_attention_backends_agree_and_checkpointing_keeps_gradients():
+    model = STDiT3(**TINY)
+    inputs = _inputs()
+    out_sdpa = model(**inputs)
+    model.set_attention_backend("math")
+    assert torch.allclose(model(**inputs), out_sdpa, atol=1e-5)
+    model.set_attention_backend("flash")  # no flash-attn on CPU: falls back to SDPA
+    assert torch.allclose(model(**inputs), out_sdpa, atol=1e-5)
+
+    model.set_attention_backend("sdpa")
+    model.zero_grad()
+    model(**inputs).square().mean().backward()
+    plain = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    model.zero_grad()
+    model.set_grad_checkpointing(True)
+    model(**inputs).square().mean().backward()
+    ckpt = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    assert len(plain) == len(ckpt) > 0
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, ckpt))
+
+
+def test_only_train_temporal_freezes_the_rest():
+    model = STDiT3(**TINY, only_train_temporal=True)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("temporal_blocks.") for n in trainable)
+
+
+def test_tiny_model_overfits_a_fixed_batch():
+    torch.manual_seed(0)
+    model = STDiT3(**TINY, class_dropout_prob=0.0)
+    scheduler = RectifiedFlow(sample_method="logit-normal")
+    inputs = _inputs(T=2, H=4, W=4)
+    x0 = inputs.pop("x")
+    inputs.pop("timestep")
+    model_kwargs = dict(inputs, num_frames=torch.full((2,), 2.0))
+    noise = torch.randn_like(x0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for step in range(40):
+        t = torch.tensor([250.0, 750.0]) if step % 2 else torch.tensor([500.0, 100.0])
+        loss = rflow_loss(model, scheduler, x0, model_kwargs, noise=noise, t=t).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
+    assert last < 0.3 * first, f"loss did not fall enough: {first:.3f} -> {last:.3f}"
+
+
+def test_build_stdit3_rejects_sequence_parallel_flag():
+    from opensora.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        build_stdit3(**TINY, enable_sequence_parallelism=True)
+
+
+def test_save_and_load_round_trip_bit_exact(tmp_path: Path):
+    model = STDiT3(**TINY).eval()
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = STDiT3.from_pretrained(tmp_path / "ckpt").eval()
+    for (k1, v1), (k2, v2) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert k1 == k2 and torch.equal(v1, v2)
+    inputs = _inputs()
+    with torch.no_grad():
+        assert torch.equal(model(**inputs), loaded(**inputs))
+
+
+def test_preset_from_pretrained_file_and_shape_mismatch(tmp_path: Path):
+    from safetensors.torch import save_file
+
+    from opensora.errors import CheckpointError
+
+    model = STDiT3(**TINY)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    loaded = build_module({"type": "STDiT3", "from_pretrained": str(tmp_path / "w.safetensors"), **TINY}, MODELS)
+    assert torch.equal(loaded.t_block[1].weight, model.t_block[1].weight)
+    with pytest.raises(CheckpointError) as err:
+        build_module(
+            {"type": "STDiT3", "from_pretrained": str(tmp_path / "w.safetensors"), **TINY, "hidden_size": 32}, MODELS
+        )
+    message = str(err.value)
+    assert "\n" not in message and "shape" in message
+    assert re.search(r"'(x_embedder|t_embedder|y_embedder|spatial_blocks|rope)[\w.]*'", message), message
