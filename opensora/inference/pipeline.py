@@ -37,6 +37,15 @@ class VideoPipeline:
             return tuple(self.vae.get_latent_size((num_frames, height, width)))
         return latent_size_v1_2(num_frames, height, width)
 
+    def initial_noise(self, batch_size: int, latent_size: tuple[int, int, int], seed: int) -> torch.Tensor:
+        """Noise [B, C, T, H, W]; sample i is drawn from ``seed + i`` so it does not depend on batching."""
+        samples = []
+        for i in range(batch_size):
+            generator = torch.Generator(device=self.device).manual_seed(seed + i)
+            shape = (self.in_channels, *latent_size)
+            samples.append(torch.randn(shape, generator=generator, device=self.device, dtype=self.dtype))
+        return torch.stack(samples)
+
     @torch.no_grad()
     def __call__(
         self,
@@ -61,9 +70,7 @@ class VideoPipeline:
             fps=torch.full((B,), float(fps), device=self.device),
             ar=torch.full((B,), height / width, device=self.device),
         )
-        generator = torch.Generator(device=self.device).manual_seed(seed)
-        shape = (B, self.in_channels, *self.latent_size(num_frames, height, width))
-        z = torch.randn(shape, generator=generator, device=self.device, dtype=self.dtype)
+        z = self.initial_noise(B, self.latent_size(num_frames, height, width), seed)
         latents = rflow_sample(
             self.model, self.scheduler, z, y, y_null, {"mask": text["mask"].to(self.device), **sizes},
             guidance_scale=guidance_scale, progress=progress,

@@ -15,6 +15,7 @@ from opensora.registry import MODELS, SCHEDULERS, build_module
 def build_pipeline(cfg: InferenceConfig) -> VideoPipeline:
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = DTYPES[cfg.dtype]
+    torch.manual_seed(cfg.seed)  # weights that are not loaded (tiny random configs) are reproducible too
     text_encoder = build_module(cfg.text_encoder, MODELS).to(device)
     model = build_module(cfg.model, MODELS).to(device, dtype).eval()
     vae = build_module(cfg.vae, MODELS)
