@@ -16,9 +16,18 @@ from tests.conformance.golden import Fixture, assert_matches, method_name, outpu
 SIZE_KEYS = ("height", "width", "num_frames", "fps", "ar")
 
 
+def _vae_config(config: dict) -> dict:
+    """The VAE fixtures nest the pipeline's fields under "pipeline" beside the spatial VAE's."""
+    pipeline = {k: v for k, v in config["pipeline"].items() if k != "cal_loss"}
+    return {"type": "VideoAutoencoderPipeline", "vae_2d": config["vae_2d"], **pipeline}
+
+
 def build_model(family: str, fixture: Fixture) -> torch.nn.Module:
-    model = build_module({"type": family, **fixture.config}, MODELS)
+    config = _vae_config(fixture.config) if family == "VideoAutoencoderPipeline" else {"type": family, **fixture.config}
+    model = build_module(config, MODELS)
     model.load_state_dict(fixture.model_state(), strict=True)
+    if hasattr(model, "set_tiling"):
+        model.set_tiling(False)  # the reference decodes whole frames
     return model.eval()
 
 
@@ -76,19 +85,47 @@ def replay_rflow_loss(model, fixture: Fixture, call: dict) -> dict[str, torch.Te
     return {output_names(call)[0]: loss}
 
 
-REPLAYS: dict[str, Callable] = {
-    "forward": replay_forward,
-    "RFLOW.sample": replay_rflow_sample,
-    "RFlowScheduler.training_losses": replay_rflow_loss,
+def replay_vae_spatial_encode(model, fixture: Fixture, call: dict) -> dict[str, torch.Tensor]:
+    (x,) = [fixture.resolve(a) for a in call["args"]]
+    return {output_names(call)[0]: model.spatial_vae.encode(x, sample=False)}
+
+
+def replay_vae_encode(model, fixture: Fixture, call: dict) -> dict[str, torch.Tensor]:
+    (x,) = [fixture.resolve(a) for a in call["args"]]
+    return {output_names(call)[0]: model.encode(x, sample=False)}
+
+
+def replay_vae_posterior(model, fixture: Fixture, call: dict) -> dict[str, torch.Tensor]:
+    """A note-only record: the temporal posterior of the input video's spatial latents."""
+    x_z = model.spatial_vae.encode(fixture.tensors["input.x"], sample=False)
+    mean, logvar = model.temporal_posterior(x_z)
+    names = output_names(call)
+    return {names[0]: mean, names[1]: logvar}
+
+
+def replay_vae_decode(model, fixture: Fixture, call: dict) -> dict[str, torch.Tensor]:
+    (z,) = [fixture.resolve(a) for a in call["args"]]
+    return {output_names(call)[0]: model.decode(z, **call.get("kwargs", {}))}
+
+
+# (model family, recorded method) -> replay; "" is a record described only by its note
+REPLAYS: dict[tuple[str, str], Callable] = {
+    ("STDiT3", "forward"): replay_forward,
+    ("STDiT3", "RFLOW.sample"): replay_rflow_sample,
+    ("STDiT3", "RFlowScheduler.training_losses"): replay_rflow_loss,
+    ("VideoAutoencoderPipeline", "spatial_vae.encode"): replay_vae_spatial_encode,
+    ("VideoAutoencoderPipeline", "encode"): replay_vae_encode,
+    ("VideoAutoencoderPipeline", "decode"): replay_vae_decode,
+    ("VideoAutoencoderPipeline", ""): replay_vae_posterior,
 }
 
 
 def replay(family: str, fixture: Fixture, call: dict) -> None:
     method = method_name(call)
-    if method not in REPLAYS:
-        pytest.skip(f"{fixture.path.name}: replay of '{method}' is not implemented yet")
+    if (family, method) not in REPLAYS:
+        pytest.skip(f"{fixture.path.name}: replay of {family} '{method}' is not implemented yet")
     model = build_model(family, fixture)
     with torch.no_grad():
-        results = REPLAYS[method](model, fixture, call)
+        results = REPLAYS[family, method](model, fixture, call)
     for name, actual in results.items():
         assert_matches(actual, fixture.tensors[name], f"{fixture.path.name}:{name}")

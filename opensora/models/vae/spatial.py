@@ -1,0 +1,127 @@
+"""The per-frame image VAE: diffusers' AutoencoderKL applied to every frame of a video."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from opensora.models.vae.tiling import TileSpec, tiled_apply
+
+# The SD / SDXL VAE shape used by Open-Sora 1.2 (its weights come with the pipeline checkpoint).
+SDXL_VAE_CONFIG = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=["DownEncoderBlock2D"] * 4,
+    up_block_types=["UpDecoderBlock2D"] * 4,
+    block_out_channels=[128, 256, 512, 512],
+    layers_per_block=2,
+    act_fn="silu",
+    latent_channels=4,
+    norm_num_groups=32,
+    sample_size=1024,
+)
+# Open-Sora 1.2 scaled spatial latents by the SD constant even with the SDXL VAE (whose config says 0.13025)
+RELEASE_LATENT_SCALE = 0.18215
+
+
+def _local_config(from_pretrained: str | None, subfolder: str | None) -> dict | None:
+    if not from_pretrained:
+        return None
+    path = Path(from_pretrained, subfolder or "", "config.json")
+    if not path.is_file():
+        return None
+    allowed = set(SDXL_VAE_CONFIG) | {
+        "force_upcast",
+        "use_quant_conv",
+        "use_post_quant_conv",
+        "mid_block_add_attention",
+    }
+    return {k: v for k, v in json.loads(path.read_text()).items() if k in allowed}
+
+
+class SpatialVAE(nn.Module):
+    """Encodes/decodes [B, C, T, H, W] videos frame by frame, ``micro_batch_size`` frames at a time.
+
+    The architecture comes from ``AutoencoderKL_config``, else from the ``config.json`` of a local
+    ``from_pretrained`` directory, else it is the SD/SDXL VAE shape. The constructor never
+    downloads: weights arrive with the pipeline checkpoint or through :meth:`load_diffusers_weights`.
+    """
+
+    def __init__(
+        self,
+        AutoencoderKL_config: dict | None = None,  # noqa: N803 - the release's config key
+        from_pretrained: str | None = None,
+        subfolder: str | None = None,
+        micro_batch_size: int | None = None,
+        scaling_factor: float = RELEASE_LATENT_SCALE,
+        latent_scale_constant: float | None = None,
+        cache_dir: str | None = None,
+        local_files_only: bool = False,
+    ) -> None:
+        super().__init__()
+        from diffusers import AutoencoderKL  # deferred: importing diffusers takes seconds
+
+        config = AutoencoderKL_config or _local_config(from_pretrained, subfolder) or SDXL_VAE_CONFIG
+        self.module = AutoencoderKL(**config)
+        self.micro_batch_size = micro_batch_size
+        self.scaling_factor = latent_scale_constant if latent_scale_constant is not None else scaling_factor
+        self.out_channels = self.module.config.latent_channels
+        self.patch_size = (1, 8, 8)
+        self.set_tiling()
+
+    def set_tiling(
+        self, enabled: bool | None = None, tile: int = 64, overlap: int = 16, threshold: int = 512 * 512
+    ) -> None:
+        """Tile frames: always (True), never (False) or when larger than ``threshold`` pixels (None).
+
+        ``tile`` and ``overlap`` are in latent positions (8 pixels each). Only this per-frame VAE is
+        tiled: it is the part whose memory grows with the pixel count at full resolution.
+        """
+        self.tiling_enabled = enabled
+        self.latent_tile = TileSpec(tile, overlap)
+        self.pixel_tile = TileSpec(tile * 8, overlap * 8, align=8)
+        self.tiling_threshold = threshold
+
+    def _tiled(self, fn, frames: torch.Tensor, spec: TileSpec, scale: float, pixels: int) -> torch.Tensor:
+        on = pixels > self.tiling_threshold if self.tiling_enabled is None else self.tiling_enabled
+        return tiled_apply(fn, frames, spec, scale) if on else fn(frames)
+
+    def load_diffusers_weights(self, path: str, subfolder: str | None = None) -> None:
+        """Copy the weights of a diffusers AutoencoderKL (directory or hub id) into this VAE."""
+        from diffusers import AutoencoderKL
+
+        source = AutoencoderKL.from_pretrained(path, subfolder=subfolder)
+        self.module.load_state_dict(source.state_dict())
+
+    def get_latent_size(self, size: tuple) -> list:
+        return [None if s is None else s // p for s, p in zip(size, self.patch_size)]
+
+    def _per_frame(self, fn, x: torch.Tensor) -> torch.Tensor:
+        B = x.shape[0]
+        frames = x.transpose(1, 2).flatten(0, 1)  # (B*T, C, H, W)
+        step = self.micro_batch_size or frames.shape[0]
+        out = torch.cat([fn(frames[i : i + step]) for i in range(0, frames.shape[0], step)])
+        return out.unflatten(0, (B, -1)).transpose(1, 2)  # (B, C', T, H', W')
+
+    def encode(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Frames in [-1, 1] -> scaled latents; ``sample=False`` takes the posterior mean."""
+
+        def encode_frames(frames: torch.Tensor) -> torch.Tensor:
+            posterior = self.module.encode(frames).latent_dist
+            z = posterior.sample(generator) if sample else posterior.mean
+            return z * self.scaling_factor
+
+        pixels = x.shape[-2] * x.shape[-1]
+        return self._per_frame(lambda f: self._tiled(encode_frames, f, self.pixel_tile, 1 / 8, pixels), x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Scaled latents [B, C, T, h, w] -> frames [B, 3, T, 8h, 8w]."""
+
+        def decode_frames(frames: torch.Tensor) -> torch.Tensor:
+            return self.module.decode(frames / self.scaling_factor).sample
+
+        pixels = z.shape[-2] * z.shape[-1] * 64
+        return self._per_frame(lambda f: self._tiled(decode_frames, f, self.latent_tile, 8, pixels), z)

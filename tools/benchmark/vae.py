@@ -1,0 +1,68 @@
+"""Benchmark the 1.2 video VAE: encode and decode time and peak memory per video size.
+
+Each case runs in a fresh process so its peak memory is its own (CPU: peak RSS; CUDA: max
+allocated). Weights are random: speed and memory do not depend on their values.
+
+    python tools/benchmark/vae.py --cases 17x256x256 51x720x1280
+    python tools/benchmark/vae.py --cases 17x256x256 34x256x256 51x256x256 --tiling off
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+CHILD = """
+import json, resource, sys, time
+import torch
+from opensora.registry import MODELS, build_module
+T, H, W = (int(v) for v in sys.argv[1].split("x"))
+tiling, device, mode = sys.argv[2], torch.device(sys.argv[3]), sys.argv[4]
+torch.manual_seed(0)
+vae = build_module({"type": "OpenSoraVAE_V1_2"}, MODELS).to(device).eval()
+vae.set_tiling({"on": True, "off": False, "auto": None}[tiling])
+x = torch.rand(1, 3, T, H, W, device=device) * 2 - 1
+def peak():
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+base = peak()
+result = {"size": sys.argv[1], "tiling": tiling, "device": str(device), "mode": mode, "base_mib": round(base, 1)}
+with torch.no_grad():
+    start = time.perf_counter()
+    if mode == "encode":
+        z = vae.encode(x, sample=False)
+    else:
+        z = torch.randn(1, 4, *vae.get_latent_size((T, H, W)), device=device)
+        out = vae.decode(z, num_frames=T)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    result["seconds"] = round(time.perf_counter() - start, 2)
+result["peak_mib"] = round(peak(), 1)
+print(json.dumps(result))
+"""
+
+
+def run_case(size: str, tiling: str, device: str, mode: str) -> dict:
+    proc = subprocess.run([sys.executable, "-c", CHILD, size, tiling, device, mode], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"size": size, "mode": mode, "error": proc.stderr.strip().splitlines()[-1]}
+    return json.loads(proc.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", nargs="+", default=["17x256x256", "51x720x1280"], help="TxHxW video sizes")
+    parser.add_argument("--tiling", default="auto", choices=["auto", "on", "off"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--modes", nargs="+", default=["encode", "decode"], choices=["encode", "decode"])
+    args = parser.parse_args()
+    for size in args.cases:
+        for mode in args.modes:
+            print(json.dumps(run_case(size, args.tiling, args.device, mode)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
