@@ -147,3 +147,34 @@ def test_tiled_vae_is_close_to_untiled():
     spatial.set_tiling(None, threshold=512 * 512)  # below the threshold nothing is tiled
     with torch.no_grad():
         assert torch.equal(spatial.decode(z), decoded)
+
+
+def test_loads_a_release_style_checkpoint_directory(tmp_path):
+    """The released config.json names the PixArt SDXL VAE and VAE_Temporal_SD; no download is needed."""
+    import json
+
+    from safetensors.torch import save_file
+
+    vae = tiny_vae()
+    release_config = {
+        "architectures": ["VideoAutoencoderPipeline"],
+        "model_type": "VideoAutoencoderPipeline",
+        "cal_loss": False,
+        "freeze_vae_2d": False,
+        "micro_frame_size": 17,
+        "scale": [3.85, 2.32, 2.33, 3.06],
+        "shift": [-0.1, 0.34, 0.27, 0.98],
+        "vae_2d": {**TINY_2D, "from_pretrained": "PixArt-alpha/pixart_sigma_sdxlvae_T5_diffusers",
+                   "subfolder": "vae", "local_files_only": True},
+        "vae_temporal": {**TINY_TEMPORAL, "from_pretrained": None},
+        "torch_dtype": "float32",
+        "transformers_version": "4.36.2",
+    }  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(release_config))
+    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    loaded = build_module({"type": "OpenSoraVAE_V1_2", "from_pretrained": str(tmp_path)}, MODELS)
+    for key, value in vae.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    x = torch.rand(1, 3, 9, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(loaded.encode(x, sample=False), vae.encode(x, sample=False))

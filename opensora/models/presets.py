@@ -17,10 +17,10 @@ def preset_factory(cls: type, preset: Mapping | None = None) -> Callable:
     preset = dict(preset or {})
 
     def factory(from_pretrained: str | None = None, **kwargs):
-        arch = {**preset, **kwargs}
         if from_pretrained:
-            return cls.from_pretrained(from_pretrained, **arch)
-        return cls(**arch)
+            # a checkpoint's own config.json outranks the preset; explicit arguments outrank both
+            return cls.from_pretrained(from_pretrained, defaults=preset, **kwargs)
+        return cls(**{**preset, **kwargs})
 
     params = [inspect.Parameter("from_pretrained", inspect.Parameter.KEYWORD_ONLY, default=None)]
     for param in list(inspect.signature(cls).parameters.values()):

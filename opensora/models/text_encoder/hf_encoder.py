@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from opensora.errors import ConfigError
-from opensora.models.modeling import _as_dtype
+from opensora.models.checkpoint_io import parse_dtype
 from opensora.models.text_encoder.captions import clean_caption as clean
 from opensora.models.text_encoder.loading import load_pretrained
 from opensora.registry import MODELS
@@ -49,7 +49,7 @@ class HFTextEncoder(nn.Module):
         cpu_offload: bool = False,
     ) -> None:
         super().__init__()
-        torch_dtype = _as_dtype(dtype)  # before loading, so a typo fails fast
+        torch_dtype = parse_dtype(dtype)  # before loading, so a typo fails fast
         options: dict[str, Any] = {"cache_dir": cache_dir, "local_files_only": local_files_only}
         self.tokenizer = load_pretrained(self.TOKENIZER_CLASS, from_pretrained, **options)
         # Loading in the target dtype keeps peak memory at one copy; .to() covers transformers < 4.56.

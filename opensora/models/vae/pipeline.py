@@ -24,8 +24,8 @@ TEMPORAL_SD = dict(
 )
 
 MODELS.register("VideoAutoencoderKL", SpatialVAE)
-MODELS.register("VAE_Temporal", TemporalVAE)
-MODELS.register("VAE_Temporal_SD", lambda from_pretrained=None, **kw: TemporalVAE(**{**TEMPORAL_SD, **kw}))
+MODELS.register("VAE_Temporal", preset_factory(TemporalVAE))
+MODELS.register("VAE_Temporal_SD", preset_factory(TemporalVAE, TEMPORAL_SD))
 
 
 class VideoAutoencoderPipeline(ModelMixin):

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from opensora.models.modeling import ModelMixin
 from opensora.models.vae.distributions import DiagonalGaussian
 
 ACTIVATIONS = {"swish": nn.SiLU, "silu": nn.SiLU, "relu": nn.ReLU, "tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU}
@@ -156,7 +157,7 @@ class TemporalDecoder(nn.Module):
         return self.conv_out(self.act(self.norm1(x)))
 
 
-class TemporalVAE(nn.Module):
+class TemporalVAE(ModelMixin):
     """Compresses [B, C, T, H, W] latents in time by 2^(number of downsampling levels)."""
 
     def __init__(
@@ -172,6 +173,11 @@ class TemporalVAE(nn.Module):
         activation_fn: str = "swish",
     ) -> None:
         super().__init__()
+        self.register_config(
+            in_out_channels=in_out_channels, latent_embed_dim=latent_embed_dim, embed_dim=embed_dim, filters=filters,
+            num_res_blocks=num_res_blocks, channel_multipliers=channel_multipliers,
+            temporal_downsample=temporal_downsample, num_groups=num_groups, activation_fn=activation_fn,
+        )  # fmt: skip
         if len(temporal_downsample) != len(channel_multipliers) - 1:
             raise ValueError(
                 f"temporal_downsample needs {len(channel_multipliers) - 1} entries, got {len(temporal_downsample)}"
