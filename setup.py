@@ -31,6 +31,7 @@ setup(
     long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["opensora", "opensora.*"]),
+    package_data={"opensora.datasets": ["aspect_ratios.json"]},
     python_requires=">=3.10",
     install_requires=read_requirements("requirements.txt"),
     extras_require={

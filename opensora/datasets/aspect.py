@@ -1,0 +1,109 @@
+"""Resolution and aspect-ratio tables of the Open-Sora 1.2 release, and lookups on them.
+
+The tables live in ``aspect_ratios.json`` next to this file (package data) and are read once at
+import into read-only mappings:
+
+- ``ASPECT_RATIOS``: resolution name (``"240p"``, ``"512"``, ...) -> (pixel count, {ratio key: (H, W)}),
+  where a ratio key is height / width as text: ``"0.56"`` is a landscape frame such as 240 x 426.
+- ``ASPECT_RATIO_MAP``: a height:width name (``"9:16"``, landscape) -> its ratio key (``"0.56"``).
+- ``NUM_FRAMES_MAP``: a duration name (``"2s"``, ``"1x"``) -> frame count.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import types
+from collections.abc import Mapping
+from pathlib import Path
+
+from opensora.errors import ConfigError
+
+_TABLE_FILE = Path(__file__).with_name("aspect_ratios.json")
+
+RatioTable = Mapping[str, tuple[int, int]]
+
+
+def _load_tables(
+    path: Path,
+) -> tuple[Mapping[str, tuple[int, RatioTable]], Mapping[str, str], Mapping[str, int]]:
+    """(ASPECT_RATIOS, ASPECT_RATIO_MAP, NUM_FRAMES_MAP) from the JSON file, all read-only."""
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    ratios = {}
+    for name, entry in raw["aspect_ratios"].items():
+        sizes = {key: (int(h), int(w)) for key, (h, w) in entry["sizes"].items()}
+        ratios[name] = (int(entry["pixels"]), types.MappingProxyType(sizes))
+    return (
+        types.MappingProxyType(ratios),
+        types.MappingProxyType(dict(raw["aspect_ratio_map"])),
+        types.MappingProxyType({key: int(value) for key, value in raw["num_frames_map"].items()}),
+    )
+
+
+ASPECT_RATIOS, ASPECT_RATIO_MAP, NUM_FRAMES_MAP = _load_tables(_TABLE_FILE)
+
+
+def check_resolution(resolution: str) -> RatioTable:
+    """The {ratio key: (H, W)} table of ``resolution``; ConfigError listing the known names otherwise."""
+    if resolution not in ASPECT_RATIOS:
+        raise ConfigError(f"unknown resolution {resolution!r} (known: {', '.join(ASPECT_RATIOS)})")
+    return ASPECT_RATIOS[resolution][1]
+
+
+def get_closest_ratio(height: float, width: float, ratios: Mapping[str, tuple[int, int]]) -> str:
+    """The key of ``ratios`` whose value (H/W) is nearest ``height / width``; ties go to the earlier key."""
+    aspect = height / width
+    return min(ratios, key=lambda key: abs(float(key) - aspect))
+
+
+def get_image_size(resolution: str, ratio: str | float) -> tuple[int, int]:
+    """(H, W) of ``resolution`` at ``ratio``.
+
+    ``ratio`` is an H:W name (``"9:16"``), a ratio key of that resolution's table (``"0.56"``; ``"0.5"``
+    matches ``"0.50"``) or a number H/W, which picks the closest ratio of the table.
+    """
+    table = check_resolution(resolution)
+    if isinstance(ratio, numbers.Real) and not isinstance(ratio, bool):
+        if not math.isfinite(ratio) or ratio <= 0:
+            raise ConfigError(f"aspect ratio must be a positive number (H/W), got {ratio!r}")
+        return table[get_closest_ratio(float(ratio), 1.0, table)]
+    if not isinstance(ratio, str):
+        raise ConfigError(f"aspect ratio must be a string such as '9:16' or a number H/W, got {ratio!r}")
+    key = _ratio_key(ratio.strip(), table)
+    if key is None:
+        raise ConfigError(
+            f"unknown aspect ratio {ratio!r} for {resolution} "
+            f"(names: {', '.join(ASPECT_RATIO_MAP)}; keys: {', '.join(table)})"
+        )
+    return table[key]
+
+
+def _ratio_key(ratio: str, table: RatioTable) -> str | None:
+    """The key of ``table`` that the name or key ``ratio`` stands for, or None."""
+    if ratio in table:
+        return ratio
+    if ratio in ASPECT_RATIO_MAP:
+        ratio = ASPECT_RATIO_MAP[ratio]
+    try:
+        value = float(ratio)
+    except ValueError:
+        return None
+    # The 240p-style tables write "0.50" where the 256-style tables write "0.5": compare as numbers.
+    return next((key for key in table if float(key) == value), None)
+
+
+def get_num_frames(value: str | int) -> int:
+    """A frame count from an int, a digit string or a duration name of ``NUM_FRAMES_MAP`` (``"2s"`` -> 51)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text in NUM_FRAMES_MAP:
+            return NUM_FRAMES_MAP[text]
+        if not text.isdigit():
+            raise ConfigError(f"unknown frame count {value!r} (an integer or one of: {', '.join(NUM_FRAMES_MAP)})")
+        value = int(text)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"frame count must be an integer or a name such as '2s', got {value!r}")
+    if value < 1:
+        raise ConfigError(f"frame count must be >= 1, got {value}")
+    return int(value)
