@@ -12,7 +12,7 @@ from opensora.models.stdit.stdit3 import STDiT3, build_stdit3
 from opensora.registry import MODELS, build_module
 from opensora.schedulers.rectified_flow import RectifiedFlow
 from opensora.training.losses import rflow_loss
-from tests.conformance.golden import reference_dir
+from tests.conformance.golden import read_layout
 
 TINY = dict(depth=2, hidden_size=64, num_heads=4, caption_channels=32, model_max_length=8)
 
@@ -29,22 +29,11 @@ def _inputs(B=2, T=3, H=8, W=8, L=8, caption_channels=32):
     )
 
 
-def _read_layout(name: str) -> list[tuple[str, list[int]]]:
-    path = reference_dir() / name
-    if not path.is_file():
-        pytest.skip(f"layout file {path} is missing (set OPENSORA_REFERENCE_DIR)")
-    rows = []
-    for line in path.read_text().splitlines():
-        key, shape, _dtype = line.split("\t")
-        rows.append((key, [int(s) for s in shape.strip("[]").split(",") if s]))
-    return rows
-
-
 def test_xl2_layout_matches_release():
     with torch.device("meta"):
         model = build_module({"type": "STDiT3-XL/2", "caption_channels": 4096, "model_max_length": 300}, MODELS)
     ours = [(k, list(v.shape)) for k, v in model.state_dict().items()]
-    assert ours == _read_layout("layout_stdit3_xl2.tsv")
+    assert ours == read_layout("layout_stdit3_xl2.tsv")
 
 
 def test_presets_are_registered():

@@ -12,24 +12,11 @@ from opensora.models.vae import VideoAutoencoderPipeline
 from opensora.models.vae.spatial import SpatialVAE
 from opensora.models.vae.tiling import TileSpec, tiled_apply
 from opensora.registry import MODELS, build_module
-from tests.conformance.golden import reference_dir
+from tests.conformance.golden import read_layout
+from tests.tiny import TINY_VAE_2D, TINY_VAE_TEMPORAL
 
-TINY_2D = dict(
-    type="VideoAutoencoderKL",
-    micro_batch_size=4,
-    AutoencoderKL_config=dict(
-        block_out_channels=[8, 16, 16, 32],
-        down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4,
-        layers_per_block=1,
-        norm_num_groups=4,
-        latent_channels=4,
-    ),
-)
-TINY_TEMPORAL = dict(
-    type="VAE_Temporal", filters=8, num_res_blocks=2, channel_multipliers=[1, 2, 2, 4],
-    temporal_downsample=[False, True, True], num_groups=4,
-)  # fmt: skip
+TINY_2D = TINY_VAE_2D
+TINY_TEMPORAL = TINY_VAE_TEMPORAL
 
 
 def tiny_vae() -> VideoAutoencoderPipeline:
@@ -72,13 +59,7 @@ def real_video(tmp_path_factory) -> torch.Tensor:
 
 
 def test_layout_matches_release():
-    path = reference_dir() / "layout_vae_v1_2.tsv"
-    if not path.is_file():
-        pytest.skip(f"layout file {path} is missing (set OPENSORA_REFERENCE_DIR)")
-    expected = []
-    for line in path.read_text().splitlines():
-        name, shape, _ = line.split("\t")
-        expected.append((name, [int(s) for s in shape.strip("[]").split(",") if s]))
+    expected = read_layout("layout_vae_v1_2.tsv")
     with torch.device("meta"):
         vae = build_module({"type": "OpenSoraVAE_V1_2"}, MODELS)
     assert [(k, list(v.shape)) for k, v in vae.state_dict().items()] == expected

@@ -27,6 +27,20 @@ def reference_dir() -> Path:
     return Path(os.environ.get("OPENSORA_REFERENCE_DIR", REPO_ROOT.parent / "shared" / "reference"))
 
 
+def read_layout(name: str) -> list[tuple[str, list[int]]]:
+    """(name, shape) rows of a ``layout_*.tsv`` file; skips the calling test when it is absent."""
+    import pytest
+
+    path = reference_dir() / name
+    if not path.is_file():
+        pytest.skip(f"layout file {path} is missing (set OPENSORA_REFERENCE_DIR)")
+    rows = []
+    for line in path.read_text().splitlines():
+        key, shape, _dtype = line.split("\t")
+        rows.append((key, [int(size) for size in shape.strip("[]").split(",") if size]))
+    return rows
+
+
 def fixture_paths() -> list[Path]:
     root = reference_dir()
     return sorted(root.glob("*.safetensors")) if root.is_dir() else []

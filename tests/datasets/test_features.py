@@ -18,32 +18,11 @@ from opensora.datasets.features import FeatureDataset, write_feature_shards
 from opensora.errors import OpenSoraError
 from opensora.registry import DATASETS, MODELS, build_module
 from tests.datasets.media import write_image, write_video
+from tests.tiny import TINY_TEXT_ENCODER, TINY_VAE
 
 ROOT = Path(__file__).resolve().parents[2]
-TEXT_ENCODER = dict(type="hash", output_dim=32, model_max_length=8)
-VAE = dict(
-    type="VideoAutoencoderPipeline",
-    vae_2d=dict(
-        type="VideoAutoencoderKL",
-        micro_batch_size=4,
-        AutoencoderKL_config=dict(
-            block_out_channels=[8, 16, 16, 32],
-            down_block_types=["DownEncoderBlock2D"] * 4,
-            up_block_types=["UpDecoderBlock2D"] * 4,
-            layers_per_block=1,
-            norm_num_groups=4,
-            latent_channels=4,
-        ),
-    ),
-    vae_temporal=dict(
-        type="VAE_Temporal",
-        filters=8,
-        num_res_blocks=2,
-        channel_multipliers=[1, 2, 2, 4],
-        temporal_downsample=[False, True, True],
-        num_groups=4,
-    ),
-)
+TEXT_ENCODER = TINY_TEXT_ENCODER
+VAE = TINY_VAE
 
 
 def load_tool():
