@@ -87,7 +87,9 @@ class SelfAttention(nn.Module):
     def _rotate(self, x: torch.Tensor) -> torch.Tensor:
         return self._rope[0](x) if self._rope else x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attend: Callable | None = None) -> torch.Tensor:
+        """``attend(q, k, v, backend) -> out`` replaces the kernel when given; sequence parallelism
+        passes one that runs attention over tokens held by other processes."""
         B, N, C = x.shape
         qkv = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each (B, heads, N, head_dim)
@@ -95,7 +97,10 @@ class SelfAttention(nn.Module):
             q, k = self.q_norm(self._rotate(q)), self.k_norm(self._rotate(k))
         else:
             q, k = self._rotate(self.q_norm(q)), self._rotate(self.k_norm(k))
-        out = attention(q, k, v, backend=self.backend)
+        if attend is not None:
+            out = attend(q, k, v, self.backend)
+        else:
+            out = attention(q, k, v, backend=self.backend)
         out = out.transpose(1, 2).reshape(B, N, C)
         return self.proj(out)
 

@@ -8,6 +8,8 @@ timestep (adaLN-single: one shared projection ``t_block`` plus a table per block
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.utils.checkpoint
 from torch import nn
@@ -54,13 +56,13 @@ class STDiT3Block(nn.Module):
         self.drop_path = DropPath(drop_path)
         self.scale_shift_table = nn.Parameter(torch.randn(6, hidden_size) / hidden_size**0.5)
 
-    def _attend(self, x: torch.Tensor, T: int, S: int) -> torch.Tensor:
+    def _attend(self, x: torch.Tensor, T: int, S: int, attend: Callable | None) -> torch.Tensor:
         B, _, C = x.shape
-        if self.temporal:
+        if self.temporal:  # each position holds all of its frames, so ``attend`` is never needed here
             x = x.view(B, T, S, C).transpose(1, 2).reshape(B * S, T, C)  # (B*S, T, C)
             x = self.attn(x)
             return x.view(B, S, T, C).transpose(1, 2).reshape(B, T * S, C)
-        x = self.attn(x.reshape(B * T, S, C))  # (B*T, S, C)
+        x = self.attn(x.reshape(B * T, S, C), attend)  # (B*T, S, C)
         return x.view(B, T * S, C)
 
     def forward(
@@ -73,7 +75,9 @@ class STDiT3Block(nn.Module):
         t0: torch.Tensor | None,
         T: int,
         S: int,
+        attend: Callable | None = None,
     ) -> torch.Tensor:
+        """``S`` counts the positions held here; ``attend`` replaces the spatial attention kernel."""
         B, _, C = x.shape
         mod = (self.scale_shift_table[None] + t.view(B, 6, C)).chunk(6, dim=1)  # six (B, 1, C)
         mod0 = (self.scale_shift_table[None] + t0.view(B, 6, C)).chunk(6, dim=1) if x_mask is not None else None
@@ -89,7 +93,7 @@ class STDiT3Block(nn.Module):
         def gate(h, m, i):
             return m[i] * h
 
-        h = self._attend(per_frame(pre, 0, self.norm1(x)), T, S)
+        h = self._attend(per_frame(pre, 0, self.norm1(x)), T, S, attend)
         x = x + self.drop_path(per_frame(gate, 2, h))
         x = x + self.cross_attn(x, y, y_mask)
         h = self.mlp(per_frame(pre, 3, self.norm2(x)))
@@ -142,6 +146,8 @@ class STDiT3(ModelMixin):
         self.input_sq_size = input_sq_size
         self.skip_y_embedder = skip_y_embedder
         self.grad_checkpointing = False
+        # set by opensora.acceleration.sequence_parallel: shard(T, S) -> an object with split/attend/gather
+        self.sequence_parallel = None
 
         self.pos_embed = PositionEmbedding2D(hidden_size)
         self.rope = RotaryEmbedding(hidden_size // num_heads)
@@ -263,11 +269,17 @@ class STDiT3(ModelMixin):
         x = self.x_embedder(x)  # (B, T*S, hidden)
         x = (x.view(B, T, S, -1) + pos_emb[:, None]).view(B, T * S, -1)
 
+        # with sequence parallelism this process keeps S_local of the S positions of every frame
+        shard = self.sequence_parallel.shard(T, S) if self.sequence_parallel is not None else None
+        x = shard.split(x) if shard is not None else x  # (B, T*S_local, hidden)
+        S_local = x.shape[1] // T
+        attend = shard.attend if shard is not None else None
         for spatial, temporal in zip(self.spatial_blocks, self.temporal_blocks):
-            x = self._run_block(spatial, x, y, t_mod, y_mask, x_mask, t0_mod, T, S)
-            x = self._run_block(temporal, x, y, t_mod, y_mask, x_mask, t0_mod, T, S)
+            x = self._run_block(spatial, x, y, t_mod, y_mask, x_mask, t0_mod, T, S_local, attend)
+            x = self._run_block(temporal, x, y, t_mod, y_mask, x_mask, t0_mod, T, S_local)
 
-        x = self.final_layer(x, t, x_mask, t0, T, S)  # (B, T*S, patch_volume*out_channels)
+        x = self.final_layer(x, t, x_mask, t0, T, S_local)  # (B, T*S_local, patch_volume*out_channels)
+        x = shard.gather(x) if shard is not None else x  # (B, T*S, patch_volume*out_channels)
         return self.unpatchify(x, T, H, W)[:, :, :Tx, :Hx, :Wx].float()
 
     def _run_block(self, block: STDiT3Block, *args) -> torch.Tensor:

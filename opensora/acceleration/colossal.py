@@ -1,0 +1,112 @@
+"""The ColossalAI path: a Booster with the LowLevelZero (ZeRO-2) plugin, as Open-Sora 1.2 trained.
+
+Optional: colossalai pins torch<=2.5.1 and CUDA, so it lives in an environment of its own and this
+module is not exercised by the CPU test suite. The engine keeps the interface of ``Engine``:
+
+- the model holds bf16/fp16 working weights; the fp32 master copies live sharded in the optimizer,
+  which unscales, clips (to the ``max_norm`` of the latest ``clip_and_step``) and skips overflowing
+  steps itself inside ``step()``;
+- ``model_state_dict`` returns the working weights cast to fp32, so after bf16 training they carry
+  bf16 rounding; ``load_model_state_dict`` refreshes the master copies from the loaded weights;
+- optimizer state dicts are gathered in full and keyed by parameter name, like ``Engine``'s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from opensora.acceleration.engine import Engine, enable_grad_checkpointing
+from opensora.acceleration.parallel import ParallelDims
+from opensora.errors import ConfigError
+
+MISSING = (
+    "plugin 'colossalai' needs the colossalai package "
+    "(pip install -r requirements/requirements-colossalai.txt; it pins torch<=2.5.1)"
+)
+
+
+@dataclass
+class ColossalEngine(Engine):
+    booster: Any = None
+    names: tuple[str, ...] = ()  # trainable parameter names in optimizer order
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()  # the plugin casts weights and inputs itself
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.booster.backward(loss, self.optimizer)  # scales fp16 losses and reduce-scatters gradients
+
+    def clip_and_step(self, max_norm: float | None) -> tuple[float, bool]:
+        # the plugin takes the clip threshold at construction; the optimizer reads it at each step
+        self.optimizer._clip_grad_norm = max_norm or 0.0
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        get_norm = getattr(self.optimizer, "get_grad_norm", None)  # newer colossalai only
+        norm = get_norm() if get_norm is not None else None
+        if norm is None:  # the optimizer skipped overflowing steps, but this version does not say so
+            return float("nan"), True
+        return float(norm), math.isfinite(float(norm))
+
+    def no_sync(self) -> contextlib.AbstractContextManager:
+        raise ConfigError("gradient accumulation does not work with colossalai ZeRO-2; use plugin zero2")
+
+    def model_state_dict(self) -> dict[str, torch.Tensor]:
+        module = self.model.unwrap()
+        full = {k: v.detach().float().cpu() for k, v in module.state_dict().items()}
+        return full if self.dims.is_main else {}
+
+    def load_model_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
+        module = self.model.unwrap()
+        module.load_state_dict(_from_rank0(state_dict))
+        self.optimizer.update_master_params(module)
+
+    def optimizer_state_dict(self) -> dict:
+        packed = self.optimizer.state_dict()  # collective: every rank gathers the shards
+        if not self.dims.is_main:
+            return {}
+        state = {self.names[i]: value for i, value in packed["state"].items()}
+        groups = [{**g, "params": [self.names[i] for i in g["params"]]} for g in packed["param_groups"]]
+        return {"state": state, "param_groups": groups}
+
+    def load_optimizer_state_dict(self, state_dict: dict) -> None:
+        state_dict = _from_rank0(state_dict)
+        index = {name: i for i, name in enumerate(self.names)}
+        state = {index[name]: value for name, value in state_dict["state"].items()}
+        groups = [{**g, "params": [index[n] for n in g["params"]]} for g in state_dict["param_groups"]]
+        self.optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _from_rank0(obj: dict) -> dict:
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return obj
+    box = [obj if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def build_colossal_engine(
+    model: nn.Module, dims: ParallelDims, precision: str, grad_checkpoint: bool, **optim_args
+) -> ColossalEngine:
+    """Boost ``model`` with LowLevelZero stage 2 and an AdamW over its trainable parameters."""
+    try:
+        from colossalai.booster import Booster
+        from colossalai.booster.plugin import LowLevelZeroPlugin
+    except ImportError as err:
+        raise ConfigError(MISSING) from err
+    if dims.device.type != "cuda":
+        raise ConfigError("plugin 'colossalai' runs on CUDA only; use zero2 on CPU")
+    if grad_checkpoint:
+        enable_grad_checkpointing(model)
+    names = tuple(name for name, p in model.named_parameters() if p.requires_grad)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], **optim_args)
+    plugin = LowLevelZeroPlugin(stage=2, precision=precision, initial_scale=2**16)
+    booster = Booster(plugin=plugin)
+    model, optimizer, *_ = booster.boost(model.to(dims.device), optimizer)
+    return ColossalEngine(model, optimizer, dims, "colossalai", precision, booster=booster, names=names)

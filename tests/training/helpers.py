@@ -1,0 +1,69 @@
+"""A tiny real training set written by the tests (videos, images, captions, extracted features) and configs."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from opensora.config import load_config
+from opensora.training.config import TrainConfig
+from tests.datasets.media import write_image, write_video
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_CONFIG = ROOT / "configs/opensora-v1-2/train/tiny.py"
+WORDS = ["red", "blue", "green", "ball", "cat", "sea", "sky", "road", "tree", "snow"]
+
+
+def write_dataset(root: Path, videos: int = 8, images: int = 2, frames: int = 20, size: int = 192) -> Path:
+    """``videos`` clips of ``frames`` frames and ``images`` stills, all ``size`` x ``size``; returns the CSV.
+
+    144p (192 x 192 for square frames) is the smallest bucket resolution, so the data fits it.
+    Each sample is a coarse random pattern drifting sideways, captioned with a few words.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(videos):
+        pattern = rng.integers(0, 256, (size // 16, size // 16 + frames, 3), np.uint8)
+        clip = np.stack([pattern[:, t : t + size // 16] for t in range(frames)])  # (T, h, w, 3), moving
+        clip = clip.repeat(16, axis=1).repeat(16, axis=2)
+        write_video(root / f"video{i}.mp4", clip, fps=24)
+        rows.append((f"video{i}.mp4", " ".join(rng.choice(WORDS, 3)), frames, size, size))
+    for i in range(images):
+        still = rng.integers(0, 256, (size // 16, size // 16, 3), np.uint8).repeat(16, axis=0).repeat(16, axis=1)
+        write_image(root / f"image{i}.png", still)
+        rows.append((f"image{i}.png", " ".join(rng.choice(WORDS, 3)), 1, size, size))
+    path = root / "meta.csv"
+    pd.DataFrame(rows, columns=["path", "text", "num_frames", "height", "width"]).to_csv(path, index=False)
+    return path
+
+
+def extract_features(csv: Path, output: Path, num_frames: int = 5, size: int = 64) -> Path:
+    """Encode every sample once with the tiny config's VAE and text encoder (the extraction tool's path)."""
+    spec = importlib.util.spec_from_file_location("extract_features", ROOT / "tools/datasets/extract_features.py")
+    tool = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = tool  # dataclasses look their module up there
+    spec.loader.exec_module(tool)
+    dataset = [
+        "dataset.type=VideoTextDataset",
+        f"dataset.num_frames={num_frames}",
+        f"dataset.image_size=({size},{size})",
+    ]
+    argv = [str(TINY_CONFIG), "--data-path", str(csv), "--output", str(output), "--batch-size", "2",
+            "--cfg-options", *dataset, "bucket_config=None"]  # fmt: skip
+    tool.main(argv)
+    return output
+
+
+# trains from the stored latents, one process, fixed-size batches of 2
+FEATURE_OPTIONS = ("use_features=True", "bucket_config=None", "batch_size=2", "plugin='none'", "num_workers=0")
+
+
+def tiny_config(outputs: Path, data: Path, *options: str) -> TrainConfig:
+    """configs/opensora-v1-2/train/tiny.py with ``--data-path data --outputs outputs --cfg-options *options``."""
+    flags = {"dataset.data_path": str(data), "outputs": str(outputs)}
+    return load_config(TINY_CONFIG, TrainConfig, flags, list(options))
