@@ -10,9 +10,15 @@ REQUIREMENTS = ROOT / "requirements"
 
 
 def read_requirements(name: str) -> list[str]:
-    """Requirement lines of requirements/<name>, without comments or blank lines."""
-    lines = (line.split("#", 1)[0].strip() for line in (REQUIREMENTS / name).read_text().splitlines())
-    return [line for line in lines if line]
+    """Requirement lines of requirements/<name>, without comments or blank lines; `-r FILE` is followed."""
+    requirements = []
+    for line in (REQUIREMENTS / name).read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("-r "):
+            requirements += read_requirements(line[3:].strip())
+        elif line:
+            requirements.append(line)
+    return requirements
 
 
 def read_version() -> str:
@@ -40,5 +46,6 @@ setup(
         "eval": read_requirements("requirements-eval.txt"),
         "colossalai": read_requirements("requirements-colossalai.txt"),
         "gpu": read_requirements("requirements-gpu.txt"),
+        "train": read_requirements("requirements-train.txt"),
     },
 )
