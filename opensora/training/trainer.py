@@ -364,6 +364,8 @@ class Trainer:
 
     def close(self) -> None:
         self.log.close()
+        # a DDP engine freed after the process group is destroyed can deadlock gloo's threads
+        self.engine = None
 
 
 @dataclasses.dataclass
