@@ -39,9 +39,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from opensora.acceleration.parallel import ParallelDims
 from opensora.errors import ConfigError
+from opensora.models.checkpoint_io import parse_dtype
 
 PLUGINS = ("none", "ddp", "zero2", "zero3", "colossalai")
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = ("fp32", "bf16", "fp16")
 FSDP_PLUGINS = ("zero2", "zero3")
 
 
@@ -65,7 +66,7 @@ class Engine:
         """Half-precision compute for the forward; FSDP2 casts parameters itself, so it needs none."""
         if self.precision == "fp32" or isinstance(self.model, FSDPModule):
             return contextlib.nullcontext()
-        return torch.autocast(self.dims.device.type, dtype=PRECISIONS[self.precision])
+        return torch.autocast(self.dims.device.type, dtype=parse_dtype(self.precision))
 
     def backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
@@ -201,7 +202,7 @@ def _broadcast_from_rank0(model: nn.Module) -> None:
 def _shard(model: nn.Module, dims: ParallelDims, plugin: str, precision: str) -> nn.Module:
     _broadcast_from_rank0(model)
     mesh = DeviceMesh.from_group(dist.group.WORLD, dims.device.type)
-    compute = PRECISIONS[precision]
+    compute = parse_dtype(precision)
     # reductions stay fp32: summing many bf16 gradients loses the small ones
     policy = MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=torch.float32)
     reshard = plugin == "zero3"

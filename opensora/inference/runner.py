@@ -7,14 +7,15 @@ from pathlib import Path
 import torch
 
 from opensora.errors import ConfigError
-from opensora.inference.config import DTYPES, InferenceConfig
+from opensora.inference.config import InferenceConfig
 from opensora.inference.pipeline import VideoPipeline
+from opensora.models.checkpoint_io import parse_dtype
 from opensora.registry import MODELS, SCHEDULERS, build_module
 
 
 def build_pipeline(cfg: InferenceConfig) -> VideoPipeline:
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = DTYPES[cfg.dtype]
+    dtype = parse_dtype(cfg.dtype)
     torch.manual_seed(cfg.seed)  # weights that are not loaded (tiny random configs) are reproducible too
     text_encoder = build_module(cfg.text_encoder, MODELS).to(device)
     model = build_module(cfg.model, MODELS).to(device, dtype).eval()

@@ -41,6 +41,7 @@ from opensora.datasets import (
     format_bucket_table,
 )
 from opensora.errors import ConfigError, OpenSoraError
+from opensora.models.checkpoint_io import parse_dtype
 from opensora.registry import DATASETS, MODELS, SCHEDULERS, build_module
 from opensora.training.checkpoint import (
     CheckpointManager,
@@ -60,7 +61,6 @@ from opensora.training.masks import MaskGenerator
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CONDITION_KEYS = ("height", "width", "num_frames", "fps", "ar")  # batch fields the model and scheduler read
 CHECKPOINT_ENTRIES = ("model", "ema", "optimizer", "engine", "lr_schedule", "sampler", "trainer", "rng")
 
@@ -227,7 +227,7 @@ class Trainer:
             x = batch["x"].to(device, torch.float32)
             y, mask = batch["y"].to(device), batch["mask"].to(device)  # (B, 1, L, C), (B, L)
         else:
-            video = batch["video"].to(device, DTYPES[self.cfg.dtype])  # (B, 3, T, H, W) in [-1, 1]
+            video = batch["video"].to(device, parse_dtype(self.cfg.dtype))  # (B, 3, T, H, W) in [-1, 1]
             x = self.vae.encode(video).float()  # (B, C, T', H/8, W/8)
             text = self.text_encoder.encode(list(batch["text"]))
             y, mask = text["y"].to(device), text["mask"].to(device)  # (B, 1, L, C), (B, L)
@@ -459,7 +459,7 @@ def build_encoders(cfg: TrainConfig, device: torch.device) -> tuple[nn.Module, n
     """The frozen VAE (in the training dtype) and text encoder."""
     if cfg.vae is None or cfg.text_encoder is None:
         raise ConfigError("training on videos needs vae and text_encoder configs (or use_features=True)")
-    vae = build_module(cfg.vae, MODELS).to(device, DTYPES[cfg.dtype]).eval().requires_grad_(False)
+    vae = build_module(cfg.vae, MODELS).to(device, parse_dtype(cfg.dtype)).eval().requires_grad_(False)
     text_encoder = build_module(cfg.text_encoder, MODELS).to(device)
     return vae, text_encoder
 

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import torch
 
+from opensora.models.checkpoint_io import parse_dtype
 from opensora.models.stdit.stdit3 import STDIT3_PRESETS, STDiT3
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = ("fp32", "bf16", "fp16")
 
 
 def peak_rss_mib() -> float:
@@ -52,7 +53,7 @@ def timed(fn, device: torch.device, iters: int) -> float:
 
 
 def run_speed(args: argparse.Namespace) -> dict:
-    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    device, dtype = torch.device(args.device), parse_dtype(args.dtype)
     model = STDiT3(**STDIT3_PRESETS[args.preset], enable_flash_attn=args.flash_attn).to(device, dtype)
     latent = [int(v) for v in args.latent.split(",")]
     inputs = make_inputs(latent, model, device, dtype)
@@ -128,7 +129,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="STDiT3-XL/2", choices=sorted(STDIT3_PRESETS))
     parser.add_argument("--latent", default="1,4,5,16,16", help="B,C,T,H,W of the latent")
-    parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
+    parser.add_argument("--dtype", default="fp32", choices=DTYPES)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--flash-attn", action="store_true", help="use flash-attn when installed (CUDA, half)")

@@ -29,9 +29,9 @@ from opensora.datasets.bucket import Bucket
 from opensora.datasets.dataloader import collate
 from opensora.datasets.features import write_feature_shards
 from opensora.errors import ConfigError, OpenSoraError
+from opensora.models.checkpoint_io import parse_dtype
 from opensora.registry import DATASETS, MODELS, build_module
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 META_KEYS = ("text", "path", "index", "num_frames", "height", "width", "fps", "ar")
 
 
@@ -119,7 +119,7 @@ def extract(cfg: ExtractConfig) -> tuple[Path, int, int]:
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(cfg.seed)  # weights that are not loaded (tiny test configs) are reproducible too
     dataset = build_module(cfg.dataset, DATASETS, replace_bad=False, seed=cfg.seed)
-    vae = build_module(cfg.vae, MODELS).to(device, DTYPES[cfg.dtype]).eval()
+    vae = build_module(cfg.vae, MODELS).to(device, parse_dtype(cfg.dtype)).eval()
     text_encoder = build_module(cfg.text_encoder, MODELS).to(device)
     batches, unassigned = plan_batches(dataset, cfg)
     loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=cfg.num_workers)
@@ -131,7 +131,7 @@ def extract(cfg: ExtractConfig) -> tuple[Path, int, int]:
             written += 1
             yield sample
 
-    samples = counted(encode(loader, vae, text_encoder, device, DTYPES[cfg.dtype]))
+    samples = counted(encode(loader, vae, text_encoder, device, parse_dtype(cfg.dtype)))
     index = write_feature_shards(samples, cfg.output, cfg.shard_size, overwrite=cfg.overwrite)
     planned = sum(len(batch) for batch in batches)
     return index, written, planned - written + unassigned
