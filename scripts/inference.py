@@ -1,26 +1,43 @@
-"""Sample videos from text prompts.
+"""Sample images and videos from text prompts (and reference images or videos).
 
-python scripts/inference.py configs/opensora-v1-2/inference/tiny.py --prompt "a red ball bouncing"
+python scripts/inference.py configs/opensora-v1-2/inference/sample.py --num-frames 4s \\
+    --resolution 720p --aspect-ratio 9:16 --prompt "a beautiful waterfall"
+torchrun --nproc_per_node 2 scripts/inference.py CONFIG ...   # sequence-parallel over 2 processes
 """
 
 from __future__ import annotations
 
-from opensora.config import Flag, load_config, make_parser, parse_cli, run_cli, standard_flags
+from opensora.config import Flag, load_config, make_parser, parse_bool, parse_cli, run_cli, standard_flags
 from opensora.inference.config import InferenceConfig
 from opensora.inference.runner import run
 
 FLAGS = standard_flags(
-    "--ckpt-path", "--seed", "--dtype", "--flash-attn", "--layernorm-kernel", "--batch-size", "--outputs",
-    "--prompt", "--prompt-path", "--num-frames", "--image-size", "--fps", "--num-sampling-steps",
-) + [Flag("--cfg-scale", "cfg_scale", float, help="classifier-free guidance scale")]  # fmt: skip
+    "--ckpt-path", "--seed", "--dtype", "--flash-attn", "--layernorm-kernel", "--batch-size",
+    "--prompt", "--prompt-path", "--num-frames", "--resolution", "--aspect-ratio", "--image-size", "--fps",
+    "--save-fps", "--num-sampling-steps", "--cfg-scale", "--num-sample", "--start-index", "--end-index", "--loop",
+    "--reference-path", "--mask-strategy", "--aes", "--flow",
+) + [
+    Flag("--save-dir", "save_dir", help="output directory"),
+    Flag("--sample-name", "sample_name", help="file name prefix of the samples"),
+    Flag("--prompt-as-path", "prompt_as_path", parse_bool, "name files after prompts; skip those already written"),
+    Flag("--camera-motion", "camera_motion", help="camera motion appended to the prompt, e.g. 'pan left'"),
+    Flag("--condition-frame-length", "condition_frame_length", int, "latent frames shared by loop segments"),
+    Flag("--condition-frame-edit", "condition_frame_edit", float, "edit ratio of the shared frames"),
+    Flag("--align", "align", int, "snap mask-strategy starts to multiples of this many latent frames"),
+    Flag("--llm-refine", "llm_refine", parse_bool, "refine prompts with the OpenAI API (needs OPENAI_API_KEY)"),
+    Flag("--offload", "offload", parse_bool, "keep the model and VAE on the CPU while the other runs"),
+    Flag("--device", "device", help="cpu, cuda or cuda:N"),
+    Flag("--verbose", "verbose", int, "0 quiet, 1 a line per sample, 2 progress bars"),
+]  # fmt: skip
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = make_parser(__doc__.strip().splitlines()[0], FLAGS)
-    path, overrides, cfg_options = parse_cli(parser)
+    path, overrides, cfg_options = parse_cli(parser, argv)
     cfg = load_config(path, InferenceConfig, overrides, cfg_options)
-    for written in run(cfg):
-        print(f"saved {written}")
+    if "image_size" in overrides and "resolution" not in overrides:
+        cfg.resolution = None  # an explicit size wins over the config's resolution
+    run(cfg)
 
 
 if __name__ == "__main__":
