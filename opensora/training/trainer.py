@@ -55,7 +55,7 @@ from opensora.training.checkpoint import (
 from opensora.training.config import TrainConfig
 from opensora.training.ema import EMA
 from opensora.training.logger import PhaseTimer, TrainLogger
-from opensora.training.losses import rflow_loss
+from opensora.training.losses import diffusion_loss
 from opensora.training.lr_schedule import WarmupConstantLR
 from opensora.training.masks import MaskGenerator
 
@@ -236,14 +236,14 @@ class Trainer:
         return x, kwargs
 
     def loss(self, x: torch.Tensor, model_kwargs: dict[str, Any]) -> torch.Tensor:
-        """Mean rectified-flow loss; conditioning frames (mask False) stay clean and are not scored."""
+        """Mean diffusion loss (rectified flow or IDDPM); conditioning frames (mask False) stay clean and are not scored."""
         frame_mask = self.masks.get_masks(x) if self.masks is not None else None  # (B, T), True = generated
         if frame_mask is not None and bool(frame_mask.all()):
             frame_mask = None  # plain generation: the model can skip its t = 0 branch
         if frame_mask is not None:
             model_kwargs = {**model_kwargs, "x_mask": frame_mask}
         # caption dropout (for classifier-free guidance) happens inside the model in training mode
-        return rflow_loss(self.engine.model, self.scheduler, x, model_kwargs, frame_mask=frame_mask).mean()
+        return diffusion_loss(self.engine.model, self.scheduler, x, model_kwargs, frame_mask=frame_mask).mean()
 
     def check_step(self, loss: float, grad_norm: float, stepped: bool) -> None:
         """Count skipped updates; give up after ``max_bad_steps`` in a row.

@@ -20,7 +20,7 @@ from safetensors import safe_open
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # longest names first so "STDiT3" is not read as "STDiT"
 MODEL_FAMILIES = ("VideoAutoencoderPipeline", "STDiT3", "STDiT2", "STDiT")
-IMPLEMENTED_MODELS = {"STDiT3", "VideoAutoencoderPipeline"}
+IMPLEMENTED_MODELS = {"STDiT3", "STDiT2", "STDiT", "VideoAutoencoderPipeline"}
 
 
 def reference_dir() -> Path:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from opensora.errors import ConfigError
 from opensora.models.layers.norm import RMSNorm
 
 BACKENDS = ("sdpa", "flash", "math")
@@ -143,3 +144,12 @@ class CrossAttention(nn.Module):
         if empty is not None:
             out = out.masked_fill(empty[:, None, None], 0.0)
         return self.proj(out)
+
+
+def set_attention_backend(model: nn.Module, backend: str) -> None:
+    """Choose the kernel of every attention module in ``model``: "sdpa", "flash" or "math"."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown attention backend '{backend}' (known: {', '.join(BACKENDS)})")
+    for module in model.modules():
+        if isinstance(module, SelfAttention | CrossAttention):
+            module.backend = backend

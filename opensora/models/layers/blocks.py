@@ -22,6 +22,32 @@ def select_frames(x_mask: torch.Tensor, x: torch.Tensor, x_cond: torch.Tensor, T
     return out.view(B, N, C)
 
 
+def attend_within_frames(attn: nn.Module, x: torch.Tensor, T: int, S: int) -> torch.Tensor:
+    """Spatial self-attention: each frame's ``S`` tokens of ``x`` [B, T*S, C] attend to each other."""
+    B, N, C = x.shape
+    return attn(x.reshape(B * T, S, C)).view(B, N, C)  # via (B*T, S, C)
+
+
+def attend_across_frames(attn: nn.Module, x: torch.Tensor, T: int, S: int) -> torch.Tensor:
+    """Temporal self-attention: the ``T`` tokens of each position of ``x`` [B, T*S, C] attend to each other."""
+    B, N, C = x.shape
+    x = x.view(B, T, S, C).transpose(1, 2).reshape(B * S, T, C)  # (B*S, T, C)
+    x = attn(x)
+    return x.view(B, S, T, C).transpose(1, 2).reshape(B, N, C)
+
+
+def unpatchify(
+    x: torch.Tensor, grid: tuple[int, int, int], patch_size: tuple[int, int, int], out_channels: int
+) -> torch.Tensor:
+    """Tokens [B, T*H*W, pt*ph*pw*C] of a (T, H, W) patch grid -> a latent [B, C, T*pt, H*ph, W*pw]."""
+    T, H, W = grid
+    pt, ph, pw = patch_size
+    B = x.shape[0]
+    x = x.view(B, T, H, W, pt, ph, pw, out_channels)
+    x = x.permute(0, 7, 1, 4, 2, 5, 3, 6)  # (B, C, T, pt, H, ph, W, pw)
+    return x.reshape(B, out_channels, T * pt, H * ph, W * pw)
+
+
 class DropPath(nn.Module):
     """Stochastic depth: drops a residual branch per sample during training."""
 

@@ -52,6 +52,13 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0)
     return emb
 
 
+def sincos_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """[sin | cos] features of positions [N] at ``dim // 2`` geometric frequencies: [N, dim]."""
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, dim, 2, device=positions.device).float() / dim))
+    angles = positions[:, None] * inv_freq[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
 class TimestepEmbedder(nn.Module):
     """Scalar per sample (diffusion timestep, fps, size) -> [B, hidden] through an MLP."""
 
@@ -100,10 +107,7 @@ class PositionEmbedding2D(nn.Module):
         self.dim = dim
 
     def _sincos(self, positions: torch.Tensor) -> torch.Tensor:
-        half = self.dim // 2
-        inv_freq = 1.0 / (10000 ** (torch.arange(0, half, 2, device=positions.device).float() / half))
-        angles = positions[:, None] * inv_freq[None, :]
-        return torch.cat([angles.sin(), angles.cos()], dim=-1)
+        return sincos_1d(positions, self.dim // 2)
 
     def forward(
         self, h: int, w: int, scale: float = 1.0, base_size: int | None = None, device=None, dtype=None

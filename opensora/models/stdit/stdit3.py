@@ -15,8 +15,8 @@ import torch.utils.checkpoint
 from torch import nn
 
 from opensora.errors import ConfigError
-from opensora.models.layers.attention import BACKENDS, CrossAttention, SelfAttention
-from opensora.models.layers.blocks import DropPath, FinalLayer, modulate, select_frames
+from opensora.models.layers.attention import CrossAttention, SelfAttention, set_attention_backend
+from opensora.models.layers.blocks import DropPath, FinalLayer, modulate, select_frames, unpatchify
 from opensora.models.layers.embed import (
     CaptionEmbedder,
     Mlp,
@@ -176,11 +176,7 @@ class STDiT3(ModelMixin):
     # ---- runtime switches -------------------------------------------------------------------
     def set_attention_backend(self, backend: str) -> None:
         """Choose the attention kernel of every block: "sdpa", "flash" or "math"."""
-        if backend not in BACKENDS:
-            raise ConfigError(f"unknown attention backend '{backend}' (known: {', '.join(BACKENDS)})")
-        for module in self.modules():
-            if isinstance(module, SelfAttention | CrossAttention):
-                module.backend = backend
+        set_attention_backend(self, backend)
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Recompute block activations in the backward pass instead of storing them."""
@@ -288,11 +284,7 @@ class STDiT3(ModelMixin):
         return block(*args)
 
     def unpatchify(self, x: torch.Tensor, T: int, H: int, W: int) -> torch.Tensor:
-        pt, ph, pw = self.patch_size
-        B = x.shape[0]
-        x = x.view(B, T, H, W, pt, ph, pw, self.out_channels)
-        x = x.permute(0, 7, 1, 4, 2, 5, 3, 6)  # (B, C, T, pt, H, ph, W, pw)
-        return x.reshape(B, self.out_channels, T * pt, H * ph, W * pw)
+        return unpatchify(x, (T, H, W), self.patch_size, self.out_channels)
 
 
 STDIT3_PRESETS: dict[str, dict] = {
