@@ -27,8 +27,8 @@ class InferenceConfig:
     aspect_ratio: str = "9:16"
     image_size: tuple[int, int] = (256, 256)
     fps: int = 24
-    save_fps: int | None = None  # defaults to fps
-    frame_interval: int = 1  # accepted for release configs; sampling does not skip frames
+    save_fps: int | None = None  # defaults to fps // frame_interval
+    frame_interval: int = 1  # the training clips' frame step (1.0/1.1 models were trained on every 3rd frame)
     multi_resolution: str | None = None  # accepted for release configs; size conditioning is always on
     # conditioning and long generation
     reference_path: list[str | None] | None = None  # per prompt, ';'-separated files

@@ -19,8 +19,7 @@ from opensora.inference.conditioning import MaskStrategy, apply_strategies, chec
 from opensora.inference.media import load_reference
 from opensora.inference.memory import StageMemory
 from opensora.inference.prompts import PromptRequest
-from opensora.inference.sampling import rflow_sample
-from opensora.schedulers.rectified_flow import RectifiedFlow
+from opensora.inference.sampling import sample
 
 IMAGE_FPS = 120  # the frame rate the 1.2 models were conditioned on for still images
 
@@ -58,7 +57,7 @@ class VideoPipeline:
     """Holds the parts of a text-to-video model and turns prompts into latents or videos."""
 
     model: nn.Module
-    scheduler: RectifiedFlow
+    scheduler: object  # RectifiedFlow, IDDPM or DPMSolver: opensora.inference.sampling.sample picks the loop
     text_encoder: nn.Module
     vae: nn.Module | None = None
     in_channels: int = 4
@@ -123,8 +122,8 @@ class VideoPipeline:
         }
         y_null = self.model.y_embedder.null(B).to(self.device, self.dtype)
         with self._resident(self.model):
-            return rflow_sample(self.model, self.scheduler, z, y, y_null, {"mask": mask, **sizes},
-                                cond_mask=cond_mask, guidance_scale=guidance_scale, progress=progress)  # fmt: skip
+            return sample(self.model, self.scheduler, z, y, y_null, {"mask": mask, **sizes},
+                          cond_mask=cond_mask, guidance_scale=guidance_scale, progress=progress)  # fmt: skip
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         """[3, T, H, W] in [-1, 1] -> latent [C, T', H', W'] (posterior mean: references are deterministic)."""
@@ -185,6 +184,7 @@ class VideoPipeline:
             references = self._encode_references(requests, strategies, size)
         generators = [torch.Generator(device=self.device).manual_seed(s) for s in seeds]
         latent_size = self.latent_size(size.num_frames, size.height, size.width)
+        self.check_latent_size(latent_size, size)
         self._check_loop(loop, latent_size[0])
         overlap = self.video_frames_for(loop.condition_frame_length)
         videos = None
@@ -206,6 +206,16 @@ class VideoPipeline:
                     for refs, video in zip(references, videos, strict=True):
                         refs.append(self.encode_video(video[:, -overlap:]))
         return videos
+
+    def check_latent_size(self, latent_size: tuple[int, int, int], size: VideoSize) -> None:
+        """A model built for one latent size (STDiT 1.0) samples only that size."""
+        fixed = getattr(self.model, "input_size", None)
+        if fixed is not None and tuple(latent_size) != tuple(fixed):
+            raise ConfigError(
+                f"this model samples latents of exactly {list(fixed)} (T, H, W); "
+                f"{size.num_frames}x{size.height}x{size.width} gives {list(latent_size)}: "
+                "set num_frames and image_size to match"
+            )
 
     def _check_loop(self, loop: LoopSettings, latent_frames: int) -> None:
         if loop.loops < 1:

@@ -158,13 +158,14 @@ def _sample_all(
     say = print if dims.is_main and cfg.verbose >= 1 else (lambda *_args, **_kw: None)
     loop = LoopSettings(cfg.loop, cfg.condition_frame_length, cfg.condition_frame_edit, cfg.align)
     latent = pipeline.latent_size(size.num_frames, size.height, size.width)
+    pipeline.check_latent_size(latent, size)
     batch = min(cfg.batch_size, max(len(jobs), 1))
     estimate = estimate_peak(pipeline.model, pipeline.vae, pipeline.text_encoder, batch, latent, size.height,
                              size.width, pipeline.dtype.itemsize, pipeline.device)  # fmt: skip
     say(f"{len(jobs)} sample(s) of {size.num_frames}x{size.height}x{size.width} (latent {tuple(latent)}) "
         f"on {pipeline.device}; {format_estimate(estimate)}")  # fmt: skip
     memory = StageMemory(pipeline.device)
-    save_fps = cfg.save_fps or cfg.fps
+    save_fps = cfg.save_fps or max(1, cfg.fps // cfg.frame_interval)
     written = []
     for start in range(0, len(jobs), cfg.batch_size):
         batch = jobs[start : start + cfg.batch_size]

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
+from opensora.errors import ConfigError
 from opensora.schedulers.dpm_solver import DPMSolver
 from opensora.schedulers.iddpm import IDDPM
 from opensora.schedulers.rectified_flow import RectifiedFlow
@@ -165,3 +166,27 @@ def dpm_solver_sample(
         history = [*history[-1:], (times[i], scheduler.predict_x0(z, noise_pred, times[i]))]
         z = scheduler.step(z, history, times[i + 1], scheduler.step_order(i + 1))
     return z
+
+
+def sample(
+    model: Callable,
+    scheduler: RectifiedFlow | IDDPM | DPMSolver,
+    z: torch.Tensor,
+    y: torch.Tensor,
+    y_null: torch.Tensor,
+    model_kwargs: dict,
+    cond_mask: torch.Tensor | None = None,
+    guidance_scale: float | None = None,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Run the sampling loop that belongs to ``scheduler`` (rectified flow, IDDPM or DPM-Solver)."""
+    common = dict(guidance_scale=guidance_scale, progress=progress)
+    if isinstance(scheduler, RectifiedFlow):
+        return rflow_sample(model, scheduler, z, y, y_null, model_kwargs, cond_mask=cond_mask, **common)
+    if isinstance(scheduler, IDDPM):
+        return iddpm_sample(model, scheduler, z, y, y_null, model_kwargs, cond_mask=cond_mask, **common)
+    if isinstance(scheduler, DPMSolver):
+        if cond_mask is not None:
+            raise ConfigError("the dpm-solver sampler cannot condition on references; use iddpm or rflow")
+        return dpm_solver_sample(model, scheduler, z, y, y_null, model_kwargs, **common)
+    raise TypeError(f"no sampling loop for scheduler {type(scheduler).__name__}")

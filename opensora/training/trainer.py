@@ -236,7 +236,7 @@ class Trainer:
         return x, kwargs
 
     def loss(self, x: torch.Tensor, model_kwargs: dict[str, Any]) -> torch.Tensor:
-        """Mean diffusion loss (rectified flow or IDDPM); conditioning frames (mask False) stay clean and are not scored."""
+        """Mean diffusion loss (rflow or IDDPM); conditioning frames (mask False) stay clean and are not scored."""
         frame_mask = self.masks.get_masks(x) if self.masks is not None else None  # (B, T), True = generated
         if frame_mask is not None and bool(frame_mask.all()):
             frame_mask = None  # plain generation: the model can skip its t = 0 branch

@@ -8,6 +8,8 @@ spatial tiles (see :mod:`opensora.models.vae.tiling`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from opensora.models.modeling import ModelMixin
@@ -26,6 +28,17 @@ TEMPORAL_SD = dict(
 MODELS.register("VideoAutoencoderKL", SpatialVAE)
 MODELS.register("VAE_Temporal", preset_factory(TemporalVAE))
 MODELS.register("VAE_Temporal_SD", preset_factory(TemporalVAE, TEMPORAL_SD))
+
+
+@dataclass
+class VAEOutput:
+    """Every stage of one pass through the pipeline, in the temporal VAE's own (unnormalised) latent space."""
+
+    x_z: torch.Tensor  # spatial latents [B, 4, T, H/8, W/8]
+    posteriors: list[DiagonalGaussian]  # the temporal posterior of each micro-clip
+    z: torch.Tensor  # temporal latents sampled from them [B, 4, T', H/8, W/8]
+    x_z_rec: torch.Tensor  # the temporal reconstruction of x_z
+    x_rec: torch.Tensor | None  # pixels decoded from x_z_rec [B, 3, T, H, W]; None unless asked for
 
 
 class VideoAutoencoderPipeline(ModelMixin):
@@ -54,7 +67,7 @@ class VideoAutoencoderPipeline(ModelMixin):
             scale=list(scale) if isinstance(scale, list | tuple) else scale,
             shift=list(shift) if isinstance(shift, list | tuple) else shift, freeze_vae_2d=freeze_vae_2d,
         )  # fmt: skip
-        self.spatial_vae = build_module(vae_2d, MODELS)
+        self.spatial_vae = build_module(vae_2d, MODELS, load_weights=False)  # weights come with the pipeline
         self.temporal_vae = build_module(vae_temporal, MODELS)
         self.micro_frame_size = micro_frame_size
         self.micro_z_frame_size = self.temporal_vae.latent_frames(micro_frame_size) if micro_frame_size else None
@@ -71,6 +84,15 @@ class VideoAutoencoderPipeline(ModelMixin):
     ) -> None:
         """Spatial tiling of the per-frame VAE (see :meth:`SpatialVAE.set_tiling`)."""
         self.spatial_vae.set_tiling(enabled, tile, overlap, threshold)
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute activations of both VAEs in the backward pass instead of storing them (training)."""
+        self.spatial_vae.set_grad_checkpointing(enabled)
+        self.temporal_vae.set_grad_checkpointing(enabled)
+
+    def last_decoder_layer(self) -> torch.Tensor:
+        """The weight of the temporal decoder's output convolution (where the release balanced its GAN loss)."""
+        return self.temporal_vae.decoder.conv_out.conv.weight
 
     # ---- sizes --------------------------------------------------------------------------------
     def get_latent_size(self, size: tuple) -> list:
@@ -108,17 +130,28 @@ class VideoAutoencoderPipeline(ModelMixin):
     def decode(self, z: torch.Tensor, num_frames: int) -> torch.Tensor:
         """Normalised latent [B, 4, T', h, w] -> video [B, 3, num_frames, 8h, 8w]."""
         z = z * self.scale.to(z.dtype) + self.shift.to(z.dtype)
+        return self.spatial_vae.decode(self._decode_temporal(z, num_frames))
+
+    def _decode_temporal(self, z: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """Temporal latents [B, 4, T', h, w] -> spatial latents [B, 4, num_frames, h, w], micro-clip by micro-clip."""
         clips, remaining = [], num_frames
         for s in self._frame_chunks(z.shape[2], self.micro_z_frame_size):
             frames = min(self.micro_frame_size, remaining) if self.micro_frame_size else num_frames
             clips.append(self.temporal_vae.decode(z[:, :, s], num_frames=frames))
             remaining -= self.micro_frame_size or 0
-        return self.spatial_vae.decode(torch.cat(clips, dim=2))
+        return torch.cat(clips, dim=2)
 
-    def forward(self, x: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reconstruction and latent of ``x``."""
-        z = self.encode(x, sample=sample)
-        return self.decode(z, num_frames=x.shape[2]), z
+    def forward(self, x: torch.Tensor, sample: bool = True, decode_pixels: bool = True) -> VAEOutput:
+        """The training pass: encode ``x`` [B, 3, T, H, W] and reconstruct it, keeping every stage.
+
+        ``decode_pixels=False`` stops at the spatial latents (losses on latents only need no pixels).
+        """
+        x_z = self.spatial_vae.encode(x, sample=sample)
+        posteriors = self._temporal_posteriors(x_z)
+        z = torch.cat([p.sample() if sample else p.mode() for p in posteriors], dim=2)
+        x_z_rec = self._decode_temporal(z, num_frames=x.shape[2])
+        x_rec = self.spatial_vae.decode(x_z_rec) if decode_pixels else None
+        return VAEOutput(x_z, posteriors, z, x_z_rec, x_rec)
 
 
 def opensora_vae_v1_2(

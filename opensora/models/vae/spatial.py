@@ -42,12 +42,29 @@ def _local_config(from_pretrained: str | None, subfolder: str | None) -> dict | 
     return {k: v for k, v in json.loads(path.read_text()).items() if k in allowed}
 
 
+def _load_autoencoder(source: str, subfolder: str | None, cache_dir: str | None, local_files_only: bool) -> nn.Module:
+    from diffusers import AutoencoderKL
+
+    from opensora.errors import CheckpointError
+    from opensora.models.hub import hub_offline
+
+    try:
+        return AutoencoderKL.from_pretrained(
+            source, subfolder=subfolder, cache_dir=cache_dir, local_files_only=local_files_only or hub_offline()
+        )
+    except (OSError, ValueError) as exc:
+        hint = f"; on a connected machine run 'hf download {source}'" if not Path(source).exists() else ""
+        reason = " ".join(str(exc).split())[:200]
+        raise CheckpointError(f"cannot load the image VAE '{source}': {reason}{hint}") from None
+
+
 class SpatialVAE(nn.Module):
     """Encodes/decodes [B, C, T, H, W] videos frame by frame, ``micro_batch_size`` frames at a time.
 
     The architecture comes from ``AutoencoderKL_config``, else from the ``config.json`` of a local
-    ``from_pretrained`` directory, else it is the SD/SDXL VAE shape. The constructor never
-    downloads: weights arrive with the pipeline checkpoint or through :meth:`load_diffusers_weights`.
+    ``from_pretrained`` directory, else it is the SD/SDXL VAE shape. Built on its own (the 1.0/1.1
+    configs) it loads the diffusers weights of ``from_pretrained`` (a directory or hub id); inside the
+    1.2 pipeline ``load_weights=False``, as the weights arrive with the pipeline checkpoint.
     """
 
     def __init__(
@@ -60,12 +77,16 @@ class SpatialVAE(nn.Module):
         latent_scale_constant: float | None = None,
         cache_dir: str | None = None,
         local_files_only: bool = False,
+        load_weights: bool = True,
     ) -> None:
         super().__init__()
         from diffusers import AutoencoderKL  # deferred: importing diffusers takes seconds
 
-        config = AutoencoderKL_config or _local_config(from_pretrained, subfolder) or SDXL_VAE_CONFIG
-        self.module = AutoencoderKL(**config)
+        if from_pretrained and load_weights:
+            self.module = _load_autoencoder(from_pretrained, subfolder, cache_dir, local_files_only)
+        else:
+            config = AutoencoderKL_config or _local_config(from_pretrained, subfolder) or SDXL_VAE_CONFIG
+            self.module = AutoencoderKL(**config)
         self.micro_batch_size = micro_batch_size
         self.scaling_factor = latent_scale_constant if latent_scale_constant is not None else scaling_factor
         self.out_channels = self.module.config.latent_channels
@@ -84,6 +105,13 @@ class SpatialVAE(nn.Module):
         self.latent_tile = TileSpec(tile, overlap)
         self.pixel_tile = TileSpec(tile * 8, overlap * 8, align=8)
         self.tiling_threshold = threshold
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute the AutoencoderKL's block activations in the backward pass instead of storing them."""
+        if enabled:
+            self.module.enable_gradient_checkpointing()
+        else:
+            self.module.disable_gradient_checkpointing()
 
     def _tiled(self, fn, frames: torch.Tensor, spec: TileSpec, scale: float, pixels: int) -> torch.Tensor:
         on = pixels > self.tiling_threshold if self.tiling_enabled is None else self.tiling_enabled
@@ -117,8 +145,15 @@ class SpatialVAE(nn.Module):
         pixels = x.shape[-2] * x.shape[-1]
         return self._per_frame(lambda f: self._tiled(encode_frames, f, self.pixel_tile, 1 / 8, pixels), x)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Scaled latents [B, C, T, h, w] -> frames [B, 3, T, 8h, 8w]."""
+    def decode(self, z: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
+        """Scaled latents [B, C, T, h, w] -> frames [B, 3, T, 8h, 8w].
+
+        ``num_frames`` is accepted so the per-frame VAE of 1.0/1.1 decodes where the 1.2 pipeline
+        does; each latent frame is one video frame, so it must equal T when given.
+        """
+        if num_frames is not None and num_frames != z.shape[2]:
+            raise ValueError(f"the per-frame VAE decodes {z.shape[2]} latent frames to {z.shape[2]} frames, "
+                             f"not {num_frames}")  # fmt: skip
 
         def decode_frames(frames: torch.Tensor) -> torch.Tensor:
             return self.module.decode(frames / self.scaling_factor).sample
