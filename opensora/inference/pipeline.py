@@ -80,8 +80,10 @@ class VideoPipeline:
 
     # ---- stages ------------------------------------------------------------------------------
     @contextmanager
-    def _resident(self, module: nn.Module) -> Iterator[None]:
-        if not self.offload or self.device.type == "cpu":
+    def _resident(self, module: nn.Module, always: bool = False) -> Iterator[None]:
+        """Hold ``module`` on the device for the block: when offloading (``always``: in any case) it
+        waits on the CPU otherwise."""
+        if self.device.type == "cpu" or not (self.offload or always):
             yield
             return
         module.to(self.device)
@@ -93,7 +95,8 @@ class VideoPipeline:
 
     def encode_text(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt embeddings [B, 1, L, C] and their mask [B, L] on the device."""
-        text = self.text_encoder.encode(prompts)
+        with self._resident(self.text_encoder, always=True):  # a T5-XXL is not needed while sampling
+            text = self.text_encoder.encode(prompts)
         return text["y"].to(self.device, self.dtype), text["mask"].to(self.device)
 
     def initial_noise(self, generators: list[torch.Generator], latent_size: tuple[int, int, int]) -> torch.Tensor:

@@ -57,7 +57,7 @@ def build_pipeline(cfg: InferenceConfig, device: torch.device) -> VideoPipeline:
     dtype = parse_dtype(cfg.dtype)
     torch.manual_seed(cfg.seed)  # weights that are not loaded (tiny random configs) are reproducible too
     parked = torch.device("cpu") if cfg.offload else device
-    text_encoder = build_module(cfg.text_encoder, MODELS).to(parked)
+    text_encoder = build_module(cfg.text_encoder, MODELS).to("cpu")  # visits the device only to encode
     model = build_module(cfg.model, MODELS).to(parked, dtype).eval()
     vae = build_module(cfg.vae, MODELS)
     if vae is not None:
