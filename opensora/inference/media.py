@@ -40,22 +40,25 @@ def save_sample(video: torch.Tensor, stem: Path, fps: float) -> Path:
         Image.fromarray(frames[0]).save(path)
         return path
     path = stem.with_name(stem.name + ".mp4")
-    _write_mp4(path, frames, fps)
+    write_mp4(path, frames, fps)
     return path
 
 
-def _write_mp4(path: Path, frames: np.ndarray, fps: float) -> None:
+def write_mp4(path: Path, frames: np.ndarray, fps: float) -> None:
+    """uint8 (T, H, W, 3) frames as H.264 MP4 (yuv420p, crf 18), written to a temporary name first."""
     height, width = frames.shape[1:3]
     if height % 2 or width % 2:  # yuv420p stores chroma at half size
         frames = np.pad(frames, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="edge")
     partial = path.with_name(f".{path.name}.partial")
-    # x264 is made deterministic (one thread): the same frames always give the same bytes
+    # x264 threads (frame and lookahead) make the bytes vary from run to run: one of each is reproducible
     with av.open(str(partial), "w", format="mp4") as container:
         rate = Fraction(fps).limit_denominator(1001)
-        stream = container.add_stream("libx264", rate=rate, options={"crf": "18", "threads": "1"})
+        options = {"crf": "18", "x264-params": "threads=1:lookahead-threads=1"}
+        stream = container.add_stream("libx264", rate=rate, options=options)
         stream.height, stream.width = frames.shape[1:3]
         stream.pix_fmt = "yuv420p"
         for array in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")))
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24").reformat(format="yuv420p")
+            container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     partial.replace(path)  # a killed run never leaves a truncated file that --prompt-as-path would skip

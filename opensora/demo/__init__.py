@@ -1,0 +1,1 @@
+"""The demo world: procedurally rendered, captioned clips of coloured shapes, and their analysis."""
