@@ -90,7 +90,9 @@ class SpatialVAE(nn.Module):
         self.micro_batch_size = micro_batch_size
         self.scaling_factor = latent_scale_constant if latent_scale_constant is not None else scaling_factor
         self.out_channels = self.module.config.latent_channels
-        self.patch_size = (1, 8, 8)
+        # each down block but the last halves the frame: 8x for the SD shape, 4x with three blocks
+        self.factor = 2 ** (len(self.module.config.block_out_channels) - 1)
+        self.patch_size = (1, self.factor, self.factor)
         self.set_tiling()
 
     def set_tiling(
@@ -98,12 +100,12 @@ class SpatialVAE(nn.Module):
     ) -> None:
         """Tile frames: always (True), never (False) or when larger than ``threshold`` pixels (None).
 
-        ``tile`` and ``overlap`` are in latent positions (8 pixels each). Only this per-frame VAE is
-        tiled: it is the part whose memory grows with the pixel count at full resolution.
+        ``tile`` and ``overlap`` are in latent positions (``factor`` pixels each, 8 for the SD shape).
+        Only this per-frame VAE is tiled: its memory grows with the pixel count at full resolution.
         """
         self.tiling_enabled = enabled
         self.latent_tile = TileSpec(tile, overlap)
-        self.pixel_tile = TileSpec(tile * 8, overlap * 8, align=8)
+        self.pixel_tile = TileSpec(tile * self.factor, overlap * self.factor, align=self.factor)
         self.tiling_threshold = threshold
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
@@ -143,7 +145,7 @@ class SpatialVAE(nn.Module):
             return z * self.scaling_factor
 
         pixels = x.shape[-2] * x.shape[-1]
-        return self._per_frame(lambda f: self._tiled(encode_frames, f, self.pixel_tile, 1 / 8, pixels), x)
+        return self._per_frame(lambda f: self._tiled(encode_frames, f, self.pixel_tile, 1 / self.factor, pixels), x)
 
     def decode(self, z: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
         """Scaled latents [B, C, T, h, w] -> frames [B, 3, T, 8h, 8w].
@@ -158,5 +160,5 @@ class SpatialVAE(nn.Module):
         def decode_frames(frames: torch.Tensor) -> torch.Tensor:
             return self.module.decode(frames / self.scaling_factor).sample
 
-        pixels = z.shape[-2] * z.shape[-1] * 64
-        return self._per_frame(lambda f: self._tiled(decode_frames, f, self.latent_tile, 8, pixels), z)
+        pixels = z.shape[-2] * z.shape[-1] * self.factor**2
+        return self._per_frame(lambda f: self._tiled(decode_frames, f, self.latent_tile, self.factor, pixels), z)
