@@ -302,13 +302,20 @@ def standard_flags(*names: str) -> list[Flag]:
     return [STANDARD_FLAGS[name] for name in names]
 
 
-def make_parser(description: str, flags: Sequence[Flag]) -> argparse.ArgumentParser:
+def make_parser(
+    description: str, flags: Sequence[Flag], default_config: str | os.PathLike[str] | None = None
+) -> argparse.ArgumentParser:
     """An argparse parser with a positional ``config``, ``flags`` and ``--cfg-options``.
 
     Each flag's destination is its dotted config key and its default is None ("not given").
+    With ``default_config`` the config may be left out.
     """
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("config", help="config file (.py)")
+    if default_config is None:
+        parser.add_argument("config", help="config file (.py)")
+    else:
+        parser.add_argument("config", nargs="?", default=os.fspath(default_config),
+                            help=f"config file (.py); default {default_config}")  # fmt: skip
     seen: set[str] = set()
     for flag in flags:
         if flag.key in seen or flag.key in ("config", "cfg_options"):

@@ -1,5 +1,7 @@
 """Sample images and videos from text prompts (and reference images or videos).
 
+python scripts/inference.py --prompt "a red circle moving right"   # the demo model
+
 python scripts/inference.py configs/opensora-v1-2/inference/sample.py --num-frames 4s \\
     --resolution 720p --aspect-ratio 9:16 --prompt "a beautiful waterfall"
 torchrun --nproc_per_node 2 scripts/inference.py CONFIG ...   # sequence-parallel over 2 processes
@@ -7,10 +9,14 @@ torchrun --nproc_per_node 2 scripts/inference.py CONFIG ...   # sequence-paralle
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from opensora.config import Flag, load_config, make_parser, parse_bool, parse_cli, run_cli, standard_flags
 from opensora.inference.config import InferenceConfig
 from opensora.inference.runner import run
 
+# without a config the demo model shipped in the repository samples (CPU, about a minute)
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo" / "inference.py"
 FLAGS = standard_flags(
     "--ckpt-path", "--seed", "--dtype", "--flash-attn", "--layernorm-kernel", "--batch-size",
     "--prompt", "--prompt-path", "--num-frames", "--resolution", "--aspect-ratio", "--image-size", "--fps",
@@ -32,7 +38,7 @@ FLAGS = standard_flags(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = make_parser(__doc__.strip().splitlines()[0], FLAGS)
+    parser = make_parser(__doc__.strip().splitlines()[0], FLAGS, default_config=DEMO_CONFIG)
     path, overrides, cfg_options = parse_cli(parser, argv)
     cfg = load_config(path, InferenceConfig, overrides, cfg_options)
     if "image_size" in overrides and "resolution" not in overrides:

@@ -259,3 +259,11 @@ def test_run_cli_in_subprocess(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith("error: unknown config key 'dtype'")
+
+
+def test_a_default_config_may_be_left_out() -> None:
+    from opensora.config import make_parser, parse_cli, standard_flags
+
+    parser = make_parser("x", standard_flags("--prompt"), default_config="configs/demo/inference.py")
+    assert parse_cli(parser, ["--prompt", "a cat"])[0] == "configs/demo/inference.py"
+    assert parse_cli(parser, ["other.py", "--prompt", "a cat"])[0] == "other.py"
