@@ -1,5 +1,8 @@
 """The keys a training config may hold, with their defaults (defined once, here).
 
+:class:`BaseTrainConfig` holds what every trainer reads (data, parallelism, optimisation, checkpoints,
+logging); :class:`TrainConfig` adds the diffusion model's encoders, scheduler and masks, and
+:class:`VAETrainConfig` the VAE's losses and discriminator.
 ``opensora.config.load_config(path, TrainConfig, ...)`` rejects any other top-level key in one line.
 Nested dicts (``model``, ``vae``, ``dataset``, ...) are checked by the constructor they are built with.
 """
@@ -24,23 +27,18 @@ def _default_dataset() -> dict:
 
 
 @dataclass
-class TrainConfig:
-    # ---- models: dicts for opensora.registry.build_module -----------------------------------
+class BaseTrainConfig:
+    """What every trainer reads; ``model`` is the trained model's dict for opensora.registry.build_module."""
+
     model: dict
-    vae: dict | None = None  # unused with use_features
-    text_encoder: dict | None = None  # unused with use_features
-    scheduler: dict = field(default_factory=_default_scheduler)
 
     # ---- data ----------------------------------------------------------------------------------
-    # type, data_path, frame_interval, transform_name, ...; with use_features, data_path is the
-    # feature folder written by tools/datasets/extract_features.py and the other keys are unused
+    # type, data_path, frame_interval, transform_name, ...
     dataset: dict = field(default_factory=_default_dataset)
     bucket_config: dict | None = None  # {resolution: {num_frames: (keep_prob, batch_size)}}
     batch_size: int | None = None  # per rank; needed without bucket_config (buckets set their own)
-    use_features: bool = False
     num_workers: int = 4
     prefetch_factor: int | None = None
-    mask_ratios: dict | None = None  # {mask name: probability}; see opensora.training.masks
 
     # ---- parallelism and precision -------------------------------------------------------------
     plugin: Plugin = "zero2"
@@ -109,3 +107,94 @@ class TrainConfig:
         if not path:
             raise ConfigError("no training data: pass --data-path FILE (sets dataset.data_path)")
         return str(path)
+
+
+@dataclass
+class TrainConfig(BaseTrainConfig):
+    """A diffusion model's training run (scripts/train.py)."""
+
+    # ---- frozen encoders and the noise schedule: dicts for opensora.registry.build_module -----
+    vae: dict | None = None  # unused with use_features
+    text_encoder: dict | None = None  # unused with use_features
+    scheduler: dict = field(default_factory=_default_scheduler)
+
+    # ---- data: with use_features, dataset.data_path is the feature folder written by
+    # tools/datasets/extract_features.py and the other dataset keys are unused
+    use_features: bool = False
+    mask_ratios: dict | None = None  # {mask name: probability}; see opensora.training.masks
+
+
+def _default_vae_dataset() -> dict:
+    return {"type": "VideoTextDataset", "num_frames": 17, "image_size": (256, 256), "transform_name": "resize_crop"}
+
+
+@dataclass
+class VAETrainConfig(BaseTrainConfig):
+    """A video VAE's training run (scripts/train_vae.py); ``model`` is a VideoAutoencoderPipeline.
+
+    Losses, summed: ``use_real_rec_loss`` -- pixel L1 plus ``perceptual_loss_weight`` x LPIPS, and
+    ``kl_loss_weight`` x the temporal posterior's KL; ``use_z_rec_loss`` -- L1 between the spatial
+    latents and their temporal reconstruction; ``use_image_identity_loss`` -- on one-frame clips, L1
+    between the spatial latents and the temporal latent (the temporal VAE should pass images through).
+    With ``discriminator``, from optimizer step ``discriminator_start`` on: a hinge GAN loss, the
+    generator's weighted adaptively (see opensora.training.vae_losses).
+    """
+
+    dataset: dict = field(default_factory=_default_vae_dataset)
+
+    # ---- reconstruction losses ---------------------------------------------------------------
+    use_real_rec_loss: bool = True
+    use_z_rec_loss: bool = False
+    use_image_identity_loss: bool = False
+    perceptual_loss_weight: float = 0.1  # 0 switches LPIPS off
+    kl_loss_weight: float = 1e-6
+    lpips_net: Literal["vgg", "alex"] = "vgg"
+    lpips_weights: str | None = None  # folder of the LPIPS weight files; default $OPENSORA_EVAL_WEIGHTS
+    lpips_pretrained: bool = True  # False: a randomly initialised LPIPS (tests, smoke runs)
+
+    # ---- mixed images and videos: per step, cut the batch to one frame with probability
+    # mixed_image_ratio ("mixed_video_image") or to a random length 1..T ("mixed_video_random")
+    mixed_strategy: Literal["mixed_video_image", "mixed_video_random"] | None = None
+    mixed_image_ratio: float = 0.0
+
+    # ---- adversarial loss (a dict for opensora.registry.build_module, e.g. NLayerDiscriminator3D)
+    discriminator: dict | None = None
+    discriminator_start: int = 0  # the optimizer step (counted from 0) that turns the GAN losses on
+    discriminator_factor: float = 1.0  # scales the generator's and the discriminator's GAN loss
+    generator_factor: float = 0.5  # scales the adaptive generator weight
+    discriminator_lr: float | None = None  # default: lr
+    generator_loss_type: Literal["hinge"] = "hinge"
+    discriminator_loss_type: Literal["hinge"] = "hinge"
+    lecam_loss_weight: float | None = None  # in the release's configs; only None is supported
+    gradient_penalty_loss_weight: float | None = None  # likewise
+
+    # ---- initial weights of the per-frame VAE: a diffusers AutoencoderKL (folder or hub id)
+    spatial_vae_weights: str | None = None
+    spatial_vae_subfolder: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.sp_size != 1:
+            raise ConfigError(f"VAE training has no sequence parallelism: sp_size must be 1, got {self.sp_size}")
+        for key in ("perceptual_loss_weight", "kl_loss_weight", "discriminator_factor", "generator_factor"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"config key '{key}' must be >= 0, got {getattr(self, key)}")
+        if not 0.0 <= self.mixed_image_ratio <= 1.0:
+            raise ConfigError(f"mixed_image_ratio must be in [0, 1], got {self.mixed_image_ratio}")
+        if not (self.use_real_rec_loss or self.use_z_rec_loss or self.use_image_identity_loss):
+            raise ConfigError("set use_real_rec_loss, use_z_rec_loss or use_image_identity_loss: no loss is on")
+        for key in ("lecam_loss_weight", "gradient_penalty_loss_weight"):
+            if getattr(self, key) is not None:
+                raise ConfigError(f"{key} is not supported; set it to None")
+        if self.discriminator is not None:
+            self._check_adversarial()
+
+    def _check_adversarial(self) -> None:
+        if not self.use_real_rec_loss:
+            raise ConfigError("discriminator needs use_real_rec_loss: the generator's weight compares their gradients")
+        if self.plugin not in ("none", "ddp"):
+            # the adaptive weight differentiates the decoder's last weight on its own, which sharded
+            # parameters (FSDP, ZeRO) do not allow outside the engine's backward
+            raise ConfigError(f"adversarial training needs plugin 'ddp' or 'none', got '{self.plugin}'")
+        if self.discriminator_lr is not None and self.discriminator_lr <= 0:
+            raise ConfigError(f"discriminator_lr must be > 0 or None, got {self.discriminator_lr}")

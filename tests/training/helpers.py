@@ -42,6 +42,35 @@ def write_dataset(root: Path, videos: int = 8, images: int = 2, frames: int = 20
     return path
 
 
+def write_clips(root: Path, videos: int = 4, images: int = 2, frames: int = 12, size: int = 32) -> Path:
+    """Smooth clips a tiny VAE learns quickly: per-sample colours, a ramp and a square moving 2 pixels a frame.
+
+    ``videos`` clips of ``frames`` frames at 24 fps and ``images`` stills, ``size`` x ``size``; returns the CSV.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0.0, 1.0, size)[None, :, None]  # (1, W, 1)
+    rows = []
+    for i in range(videos + images):
+        colour = rng.uniform(0.2, 0.8, 3)
+        count = frames if i < videos else 1
+        clip = np.empty((count, size, size, 3))
+        for t in range(count):
+            clip[t] = 0.6 * colour + 0.4 * ramp * colour[::-1]
+            x = (2 * t + 4 * i) % (size - size // 4)
+            clip[t, size // 4 : size // 2, x : x + size // 4] = 1.0 - colour
+        clip = (clip * 255).round().astype(np.uint8)  # (T, H, W, 3)
+        if i < videos:
+            write_video(root / f"clip{i}.mp4", clip, fps=24)
+            rows.append((f"clip{i}.mp4", "a clip", count, size, size))
+        else:
+            write_image(root / f"still{i}.png", clip[0])
+            rows.append((f"still{i}.png", "a still", 1, size, size))
+    path = root / "meta.csv"
+    pd.DataFrame(rows, columns=["path", "text", "num_frames", "height", "width"]).to_csv(path, index=False)
+    return path
+
+
 def extract_features(csv: Path, output: Path, num_frames: int = 5, size: int = 64) -> Path:
     """Encode every sample once with the tiny config's VAE and text encoder (the extraction tool's path)."""
     spec = importlib.util.spec_from_file_location("extract_features", ROOT / "tools/datasets/extract_features.py")

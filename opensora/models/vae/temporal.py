@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from opensora.models.modeling import ModelMixin
@@ -66,6 +67,17 @@ def _res_stack(in_channels: int, out_channels: int, count: int, groups: int, act
     )
 
 
+def _run_blocks(blocks: nn.ModuleList, x: torch.Tensor, checkpointing: bool) -> torch.Tensor:
+    """Apply ``blocks`` in turn; with ``checkpointing`` (and gradients on) each one's activations are
+    recomputed in the backward pass instead of stored."""
+    for block in blocks:
+        if checkpointing and torch.is_grad_enabled():
+            x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+        else:
+            x = block(x)
+    return x
+
+
 class TemporalEncoder(nn.Module):
     def __init__(
         self,
@@ -95,16 +107,15 @@ class TemporalEncoder(nn.Module):
         self.norm1 = nn.GroupNorm(num_groups, channels)
         self.act = activation()
         self.conv2 = CausalConv3d(channels, out_channels, 1)
+        self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_in(x)
         for level, blocks in enumerate(self.block_res_blocks):
-            for block in blocks:
-                x = block(x)
+            x = _run_blocks(blocks, x, self.grad_checkpointing)
             if level < len(self.conv_blocks):
                 x = self.conv_blocks[level](x)
-        for block in self.res_blocks:
-            x = block(x)
+        x = _run_blocks(self.res_blocks, x, self.grad_checkpointing)
         return self.conv2(self.act(self.norm1(x)))
 
 
@@ -140,14 +151,13 @@ class TemporalDecoder(nn.Module):
         self.norm1 = nn.GroupNorm(num_groups, channels)
         self.act = activation()
         self.conv_out = CausalConv3d(channels, out_channels, 3)
+        self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
-        for block in self.res_blocks:
-            x = block(x)
+        x = _run_blocks(self.res_blocks, x, self.grad_checkpointing)
         for level in reversed(range(len(self.block_res_blocks))):
-            for block in self.block_res_blocks[level]:
-                x = block(x)
+            x = _run_blocks(self.block_res_blocks[level], x, self.grad_checkpointing)
             if level > 0:
                 x = self.conv_blocks[level - 1](x)
                 stride = self.time_strides[level - 1]
@@ -197,6 +207,10 @@ class TemporalVAE(ModelMixin):
         self.quant_conv = CausalConv3d(2 * latent_embed_dim, 2 * embed_dim, 1)
         self.post_quant_conv = CausalConv3d(embed_dim, latent_embed_dim, 1)
         self.decoder = TemporalDecoder(latent_embed_dim, in_out_channels, *shape)
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute residual blocks' activations in the backward pass instead of storing them."""
+        self.encoder.grad_checkpointing = self.decoder.grad_checkpointing = enabled
 
     def front_padding(self, num_frames: int) -> int:
         return -num_frames % self.time_factor

@@ -1,0 +1,123 @@
+"""Reconstruct videos with a video VAE: the originals, the pipeline's and the per-frame VAE's versions.
+
+For every clip the dataset reads from a metadata CSV three files of the same frame count and fps are
+written, under one name: ``<save_dir>_ori/`` the clip as the VAE sees it (resized and cropped),
+``<save_dir>_rec/`` decode(encode(x)) through both VAEs, ``<save_dir>_spatial/`` the per-frame VAE
+alone (spatial decode(encode(x))). eval/vae/eval_common_metric.py pairs the folders by name.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch.utils.data import DataLoader
+
+from opensora.datasets import collate
+from opensora.errors import ConfigError
+from opensora.eval.pixel_metrics import psnr
+from opensora.inference.media import save_sample
+from opensora.models.checkpoint_io import parse_dtype
+from opensora.models.vae.pipeline import VideoAutoencoderPipeline
+from opensora.registry import DATASETS, MODELS, build_module
+
+FOLDERS = ("ori", "rec", "spatial")
+
+
+def _default_dataset() -> dict:
+    return {"type": "VideoTextDataset", "num_frames": 17, "image_size": (256, 256), "transform_name": "resize_crop"}
+
+
+@dataclass
+class VAEInferenceConfig:
+    model: dict  # a VideoAutoencoderPipeline; --ckpt-path sets model.from_pretrained
+    dataset: dict = field(default_factory=_default_dataset)  # --data-path sets dataset.data_path
+    save_dir: str = "samples/vae"
+    batch_size: int = 1
+    num_workers: int = 4
+    dtype: Literal["fp32", "fp16", "bf16"] = "bf16"
+    device: str | None = None  # default: cuda when available, else cpu
+    seed: int = 42
+    sample: bool = False  # encode posterior samples (seeded) instead of their means
+
+
+@dataclass
+class ReconstructionReport:
+    folders: dict[str, Path]  # {"ori" | "rec" | "spatial": folder}
+    written: int  # clips written to each folder
+    skipped: int  # unreadable clips (or too short for the frame count)
+    psnr: dict[str, float]  # mean PSNR in dB against the originals, of "rec" and "spatial"
+
+
+def output_folders(save_dir: str | Path) -> dict[str, Path]:
+    """``{"ori": DIR_ori, "rec": DIR_rec, "spatial": DIR_spatial}`` for ``save_dir`` DIR."""
+    base = Path(save_dir)
+    return {kind: base.with_name(f"{base.name}_{kind}") for kind in FOLDERS}
+
+
+@torch.no_grad()
+def reconstruct(
+    vae: VideoAutoencoderPipeline, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pipeline, spatial-only) reconstructions of ``x`` [B, 3, T, H, W] in [-1, 1], clamped to that range."""
+    z = vae.encode(x, sample=sample, generator=generator)  # (B, 4, T', H/8, W/8)
+    rec = vae.decode(z, num_frames=x.shape[2])
+    spatial = vae.spatial_vae.decode(vae.spatial_vae.encode(x, sample=sample, generator=generator))
+    return rec.clamp(-1, 1), spatial.clamp(-1, 1)
+
+
+def run_reconstruction(cfg: VAEInferenceConfig) -> ReconstructionReport:
+    """Reconstruct every readable clip of ``cfg.dataset`` and write the three folders."""
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = parse_dtype(cfg.dtype)
+    loader = build_loader(cfg)
+    vae = build_module(cfg.model, MODELS)
+    if not isinstance(vae, VideoAutoencoderPipeline):
+        raise ConfigError(f"inference_vae needs a VideoAutoencoderPipeline model, got {type(vae).__name__}")
+    vae = vae.to(device, dtype).eval()
+    folders = output_folders(cfg.save_dir)
+    generator = torch.Generator(device).manual_seed(cfg.seed)
+    written, scores = 0, {"rec": [], "spatial": []}
+    for batch in loader:
+        if batch is None:  # every clip of the batch was unreadable
+            continue
+        x = batch["video"].to(device, dtype)  # (B, 3, T, H, W) in [-1, 1]
+        outputs = dict(zip(FOLDERS, (x, *reconstruct(vae, x, cfg.sample, generator))))
+        for kind in ("rec", "spatial"):
+            scores[kind] += frame_psnr(x, outputs[kind]).tolist()
+        for i in range(x.shape[0]):
+            name = f"{int(batch['index'][i]):05d}_{Path(batch['path'][i]).stem}"
+            for kind, video in outputs.items():
+                save_sample(video[i], folders[kind] / name, float(batch["fps"][i]))
+        written += x.shape[0]
+    skipped = len(loader.dataset) - written
+    mean_psnr = {kind: _finite_mean(values) for kind, values in scores.items()}
+    return ReconstructionReport(folders, written, skipped, mean_psnr)
+
+
+def build_loader(cfg: VAEInferenceConfig) -> DataLoader:
+    """The clips in metadata order; an unreadable or too short clip is dropped, not replaced."""
+    path = cfg.dataset.get("data_path")
+    if not path:
+        raise ConfigError("no data: pass --data-path FILE (a metadata CSV; sets dataset.data_path)")
+    if not Path(path).exists():
+        raise ConfigError(f"data '{path}' does not exist (set it with --data-path)")
+    dataset = build_module({"replace_bad": False, **cfg.dataset}, DATASETS, seed=cfg.seed)
+    return DataLoader(
+        dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers, collate_fn=collate
+    )
+
+
+def frame_psnr(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB of each frame of each clip, [B, 3, T, H, W] in [-1, 1] twice -> (B,) means over frames."""
+    B, C, T, H, W = real.shape
+    frames = [((v.float() + 1) / 2).transpose(1, 2).reshape(B * T, C, H, W) for v in (real, fake)]  # (B*T, 3, H, W)
+    return psnr(*frames).reshape(B, T).mean(dim=1)
+
+
+def _finite_mean(values: list[float]) -> float:
+    finite = [value for value in values if math.isfinite(value)]
+    return sum(finite) / len(finite) if finite else float("nan")
