@@ -47,5 +47,6 @@ setup(
         "colossalai": read_requirements("requirements-colossalai.txt"),
         "gpu": read_requirements("requirements-gpu.txt"),
         "train": read_requirements("requirements-train.txt"),
+        "gradio": read_requirements("requirements-gradio.txt"),
     },
 )
