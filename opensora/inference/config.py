@@ -48,4 +48,5 @@ class InferenceConfig:
     save_dir: str = "samples"
     sample_name: str | None = None
     prompt_as_path: bool = False
+    reproducible_video: bool = True  # the same seed gives the same MP4 bytes (x264 encodes ~3x slower)
     verbose: int = 1  # 0 quiet, 1 one line per sample and memory, 2 progress bars too

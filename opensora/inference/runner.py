@@ -174,7 +174,7 @@ def _sample_all(
         if not dims.is_main:
             continue
         for job, sample in zip(batch, samples, strict=True):
-            path = _save(sample, job.stem, save_fps, is_latent=pipeline.vae is None)
+            path = _save(sample, job.stem, save_fps, pipeline.vae is None, cfg.reproducible_video)
             say(f"saved {path}  [{job.request.text[:60]}]")
             written.append(path)
     if jobs:
@@ -182,9 +182,9 @@ def _sample_all(
     return written
 
 
-def _save(sample: torch.Tensor, stem: Path, fps: float, is_latent: bool) -> Path:
+def _save(sample: torch.Tensor, stem: Path, fps: float, is_latent: bool, reproducible: bool) -> Path:
     if not is_latent:
-        return save_sample(sample, stem, fps)
+        return save_sample(sample, stem, fps, reproducible)
     from safetensors.torch import save_file
 
     # without a VAE the latents are the result (benchmarks, latent-space tools)
