@@ -21,6 +21,7 @@ from opensora.errors import ConfigError
 from opensora.eval.lpips import LPIPS, load_lpips
 from opensora.eval.weights import MetricUnavailableError, weights_dir
 from opensora.models.vae.pipeline import VAEOutput, VideoAutoencoderPipeline
+from opensora.models.vae.spatial import SpatialVAE
 from opensora.registry import MODELS, build_module
 from opensora.training.base import BaseTrainer, StepOutput, TrainResult, count_parameters, run
 from opensora.training.config import VAETrainConfig
@@ -66,10 +67,13 @@ class VAETrainer(BaseTrainer):
         cfg = self.cfg
         self.lpips = build_lpips(cfg, self.dims.device)
         model = build_module(cfg.model, MODELS)
-        if not isinstance(model, VideoAutoencoderPipeline):
-            raise ConfigError(f"VAE training needs a VideoAutoencoderPipeline model, got {type(model).__name__}")
+        if not isinstance(model, VideoAutoencoderPipeline | SpatialVAE):
+            raise ConfigError(
+                f"VAE training needs a VideoAutoencoderPipeline or a VideoAutoencoderKL, got {type(model).__name__}"
+            )
         if cfg.spatial_vae_weights:
-            model.spatial_vae.load_diffusers_weights(cfg.spatial_vae_weights, cfg.spatial_vae_subfolder)
+            spatial = model if isinstance(model, SpatialVAE) else model.spatial_vae
+            spatial.load_diffusers_weights(cfg.spatial_vae_weights, cfg.spatial_vae_subfolder)
         return model.train()  # from_pretrained returns eval mode
 
     def build_extra(self) -> None:

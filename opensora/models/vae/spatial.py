@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from opensora.models.vae.distributions import DiagonalGaussian
 from opensora.models.vae.tiling import TileSpec, tiled_apply
 
 # The SD / SDXL VAE shape used by Open-Sora 1.2 (its weights come with the pipeline checkpoint).
@@ -146,6 +147,31 @@ class SpatialVAE(nn.Module):
 
         pixels = x.shape[-2] * x.shape[-1]
         return self._per_frame(lambda f: self._tiled(encode_frames, f, self.pixel_tile, 1 / self.factor, pixels), x)
+
+    def forward(self, x: torch.Tensor, sample: bool = True, decode_pixels: bool = True):
+        """The training pass of this VAE on its own (1.0/1.1, or a stage before the temporal VAE).
+
+        Returns a :class:`~opensora.models.vae.pipeline.VAEOutput` whose temporal fields repeat the
+        spatial latents, so the VAE trainer's losses apply unchanged. No tiling: training crops are small.
+        """
+        from opensora.models.vae.pipeline import VAEOutput  # deferred: the pipeline module imports this one
+
+        B = x.shape[0]
+        frames = x.transpose(1, 2).flatten(0, 1)  # (B*T, 3, H, W)
+        dist = self.module.encode(frames).latent_dist
+        posterior = DiagonalGaussian(torch.cat([dist.mean, dist.logvar], dim=1))
+        latent = posterior.sample() if sample else posterior.mode()  # (B*T, C, h, w)
+        frames_rec = self.module.decode(latent).sample if decode_pixels else None
+
+        def to_video(t: torch.Tensor) -> torch.Tensor:
+            return t.unflatten(0, (B, -1)).transpose(1, 2)  # (B, C, T, h, w)
+
+        z = to_video(latent) * self.scaling_factor
+        return VAEOutput(z, [posterior], z, z, to_video(frames_rec) if decode_pixels else None)
+
+    def last_decoder_layer(self) -> torch.Tensor:
+        """The weight of the decoder's output convolution (where the GAN loss is balanced)."""
+        return self.module.decoder.conv_out.weight
 
     def decode(self, z: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
         """Scaled latents [B, C, T, h, w] -> frames [B, 3, T, 8h, 8w].

@@ -1,0 +1,62 @@
+# The demo model's VAE (the 1.2 pipeline's kind, small), step 2 of 2: a temporal VAE (4x temporal)
+# learns on top of the per-frame AutoencoderKL of step 1 (configs/demo/vae_spatial.py, 4x spatial),
+# kept frozen, as in the release's stage 1: latent reconstruction, and images passed through.
+#   python tools/demo_world/generate.py --out data/demo --num-clips 4000 --sizes 64x64 --frames 17 --image-ratio 0
+#   python scripts/train_vae.py configs/demo/vae_spatial.py --data-path data/demo/meta.csv --outputs outputs/demo_vae_2d
+#   python tools/demo_world/finalize.py spatial outputs/demo_vae_2d --out outputs/demo_vae_2d/diffusers
+#   python scripts/train_vae.py configs/demo/vae.py --data-path data/demo/meta.csv --outputs outputs/demo_vae \
+#       --cfg-options spatial_vae_weights=outputs/demo_vae_2d/diffusers
+_base_ = ["../vae/train/stage1.py"]
+
+# 9-frame clips (3 latent frames): half the cost of 17 per step; the causal temporal VAE is convolutional
+# and decodes the 17-frame chunks of inference the same way
+dataset = dict(num_frames=9, image_size=(64, 64))
+batch_size = 4
+num_workers = 2
+mixed_strategy = "mixed_video_image"  # some steps on single frames: image-to-video starts from a still
+mixed_image_ratio = 0.1
+
+model = dict(
+    _delete_=True,
+    type="VideoAutoencoderPipeline",
+    freeze_vae_2d=True,
+    micro_frame_size=17,
+    scale=1.0,
+    shift=0.0,
+    vae_2d=dict(
+        type="VideoAutoencoderKL",
+        micro_batch_size=None,
+        AutoencoderKL_config=dict(
+            block_out_channels=[16, 32, 32],
+            down_block_types=["DownEncoderBlock2D"] * 3,
+            up_block_types=["UpDecoderBlock2D"] * 3,
+            layers_per_block=1,
+            norm_num_groups=8,
+            latent_channels=4,
+        ),
+    ),
+    vae_temporal=dict(
+        type="VAE_Temporal",
+        filters=32,
+        num_res_blocks=1,
+        channel_multipliers=[1, 2, 2],
+        temporal_downsample=[True, True],
+        num_groups=8,
+    ),
+)
+spatial_vae_weights = None  # the step-1 VAE in diffusers' format: --cfg-options spatial_vae_weights=DIR
+spatial_vae_subfolder = None
+kl_loss_weight = 1e-6
+
+plugin = "none"
+dtype = "fp32"
+grad_checkpoint = False
+lr = 5e-4
+warmup_steps = 50
+ema_decay = 0.99
+epochs = 1000
+max_steps = 1200
+outputs = "outputs/demo_vae"
+log_every = 10
+ckpt_every = 100
+keep_last = 2

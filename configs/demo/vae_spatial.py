@@ -1,0 +1,33 @@
+# The demo VAE, step 1 of 2: the per-frame AutoencoderKL alone (3 levels: 4x spatial), trained on
+# frames of the demo world with pixel L1 and KL. A temporal VAE trained jointly from scratch slows
+# this down a lot (its random bottleneck hides the frames), so, like the release, the temporal VAE
+# learns afterwards on top of a frozen per-frame VAE (configs/demo/vae.py).
+#   python scripts/train_vae.py configs/demo/vae_spatial.py --data-path data/demo/meta.csv --outputs outputs/demo_vae_2d
+_base_ = ["vae.py"]
+
+dataset = dict(num_frames=4, frame_interval=4)  # 4 frames spread over each clip
+batch_size = 4
+mixed_strategy = None
+mixed_image_ratio = 0.0
+model = dict(
+    _delete_=True,
+    type="VideoAutoencoderKL",
+    AutoencoderKL_config=dict(
+        block_out_channels=[16, 32, 32],
+        down_block_types=["DownEncoderBlock2D"] * 3,
+        up_block_types=["UpDecoderBlock2D"] * 3,
+        layers_per_block=1,
+        norm_num_groups=8,
+        latent_channels=4,
+    ),
+)
+use_real_rec_loss = True
+use_z_rec_loss = False
+use_image_identity_loss = False
+perceptual_loss_weight = 0.0
+spatial_vae_weights = None
+lr = 1e-3
+warmup_steps = 20
+max_steps = 800
+ckpt_every = 200
+outputs = "outputs/demo_vae_2d"

@@ -1,0 +1,40 @@
+"""The per-frame VAE trains on its own through the VAE trainer (1.0/1.1's VAE, or a stage before the
+temporal VAE)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from opensora.config import load_config
+from opensora.training.config import VAETrainConfig
+from opensora.training.vae_trainer import train_vae
+from tests.training.helpers import ROOT, write_clips
+from tests.training.test_vae_trainer import logged_steps
+
+TINY = ROOT / "configs" / "vae" / "train" / "tiny.py"
+SPATIAL = {"type": "VideoAutoencoderKL", "AutoencoderKL_config": {
+    "block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4,
+    "down_block_types": ["DownEncoderBlock2D"] * 2, "up_block_types": ["UpDecoderBlock2D"] * 2}}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def clips_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_clips(tmp_path_factory.mktemp("vae_spatial_clips"))
+
+
+def test_spatial_vae_alone_learns_and_seeds_a_pipeline(clips_csv: Path, tmp_path: Path) -> None:
+    options = ["ckpt_every=0", "log_every=1", "max_steps=25", "discriminator=None", "perceptual_loss_weight=0.0",
+               "mixed_strategy=None", "lr=0.003", f"model={SPATIAL!r}"]  # fmt: skip
+    flags = {"dataset.data_path": str(clips_csv), "outputs": str(tmp_path / "run")}
+    result = train_vae(load_config(TINY, VAETrainConfig, flags, options))
+    rec = [logged_steps(tmp_path / "run")[step]["rec_loss"] for step in range(1, 26)]
+    assert sum(rec[-5:]) / 5 < 0.6 * sum(rec[:3]) / 3, rec
+    weights = load_file(result.checkpoint / "model.safetensors")
+    assert any(name.startswith("module.decoder.conv_out") for name in weights)
+    with pytest.raises(Exception, match="VideoAutoencoderPipeline or a VideoAutoencoderKL"):
+        train_vae(load_config(TINY, VAETrainConfig, flags, [*options, "model={'type': 'hash'}"]))
+    assert torch.isfinite(torch.tensor(rec)).all()
