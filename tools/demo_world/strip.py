@@ -1,6 +1,6 @@
 """A few frames of a video side by side as one PNG (the README's picture).
 
-    python tools/demo_world/strip.py samples/sample_0000.mp4 docs/demo_strip.png --frames 6 --scale 2
+python tools/demo_world/strip.py samples/sample_0000.mp4 docs/demo_strip.png --frames 6 --scale 2
 """
 
 from __future__ import annotations
