@@ -6,7 +6,7 @@
 _base_ = ["vae.py"]
 
 dataset = dict(num_frames=4, frame_interval=4)  # 4 frames spread over each clip
-batch_size = 4
+batch_size = 8
 mixed_strategy = None
 mixed_image_ratio = 0.0
 model = dict(
@@ -26,8 +26,8 @@ use_z_rec_loss = False
 use_image_identity_loss = False
 perceptual_loss_weight = 0.0
 spatial_vae_weights = None
-lr = 1e-3
-warmup_steps = 20
-max_steps = 800
+lr = 5e-4  # 1e-3 diverged after ~700 steps
+warmup_steps = 50
+max_steps = 1200
 ckpt_every = 200
 outputs = "outputs/demo_vae_2d"
