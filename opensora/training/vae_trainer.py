@@ -124,7 +124,8 @@ class VAETrainer(BaseTrainer):
         """The VAE's loss on ``x``; also returns its terms and, when adversarial, (x, reconstruction) for the
         discriminator."""
         cfg = self.cfg
-        out: VAEOutput = self.engine.model(x, decode_pixels=cfg.use_real_rec_loss or adversarial)
+        decode_pixels = cfg.use_real_rec_loss or adversarial
+        out: VAEOutput = self.engine.model(x, sample=cfg.sample_posterior, decode_pixels=decode_pixels)
         terms = self.reconstruction_terms(x, out)
         # the zero keeps the loss in the graph when no term applies (an identity loss on a video clip)
         loss = sum(terms.values(), 0.0 * out.z.sum())

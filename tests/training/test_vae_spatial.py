@@ -38,3 +38,17 @@ def test_spatial_vae_alone_learns_and_seeds_a_pipeline(clips_csv: Path, tmp_path
     with pytest.raises(Exception, match="VideoAutoencoderPipeline or a VideoAutoencoderKL"):
         train_vae(load_config(TINY, VAETrainConfig, flags, [*options, "model={'type': 'hash'}"]))
     assert torch.isfinite(torch.tensor(rec)).all()
+
+
+def test_posterior_means_can_be_decoded(clips_csv: Path, tmp_path: Path, monkeypatch) -> None:
+    from opensora.models.vae.spatial import SpatialVAE
+
+    seen = []
+    forward = SpatialVAE.forward
+    monkeypatch.setattr(SpatialVAE, "forward", lambda self, x, sample=True, **kw: seen.append(sample) or forward(
+        self, x, sample=sample, **kw))  # fmt: skip
+    options = ["ckpt_every=0", "max_steps=2", "discriminator=None", "perceptual_loss_weight=0.0",
+               "mixed_strategy=None", "sample_posterior=False", f"model={SPATIAL!r}"]  # fmt: skip
+    flags = {"dataset.data_path": str(clips_csv), "outputs": str(tmp_path / "run")}
+    assert train_vae(load_config(TINY, VAETrainConfig, flags, options)).step == 2
+    assert seen == [False, False]
