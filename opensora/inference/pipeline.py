@@ -19,7 +19,7 @@ from opensora.inference.conditioning import MaskStrategy, apply_strategies, chec
 from opensora.inference.media import load_reference
 from opensora.inference.memory import StageMemory
 from opensora.inference.prompts import PromptRequest
-from opensora.inference.sampling import sample
+from opensora.inference.sampling import NoiseFn, generator_noise, sample
 
 IMAGE_FPS = 120  # the frame rate the 1.2 models were conditioned on for still images
 
@@ -113,6 +113,7 @@ class VideoPipeline:
         cond_mask: torch.Tensor | None = None,
         guidance_scale: float | None = None,
         progress: bool = True,
+        noise_fn: NoiseFn | None = None,
     ) -> torch.Tensor:
         """Integrate from noise ``z`` [B, C, T', H', W'] (references placed per ``cond_mask``) to latents."""
         B = z.shape[0]
@@ -126,7 +127,8 @@ class VideoPipeline:
         y_null = self.model.y_embedder.null(B).to(self.device, self.dtype)
         with self._resident(self.model):
             return sample(self.model, self.scheduler, z, y, y_null, {"mask": mask, **sizes},
-                          cond_mask=cond_mask, guidance_scale=guidance_scale, progress=progress)  # fmt: skip
+                          cond_mask=cond_mask, guidance_scale=guidance_scale, progress=progress,
+                          noise_fn=noise_fn)  # fmt: skip
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         """[3, T, H, W] in [-1, 1] -> latent [C, T', H', W'] (posterior mean: references are deterministic)."""
@@ -196,9 +198,10 @@ class VideoPipeline:
                 y, mask = self.encode_text([r.text_for_loop(index) for r in requests])
             z = self.initial_noise(generators, latent_size)
             z, cond_mask = self._place_references(z, references, strategies, index, loop)
-            torch.manual_seed(seeds[0] + index)  # re-noising draws of edited frames are reproducible too
+            # later draws (re-noised references, IDDPM steps) come from the seed too, never from global state
+            noise_fn = generator_noise(torch.Generator(device=self.device).manual_seed(seeds[0] + 1_000_003 * index))
             with stage("sampling"):
-                latents = self.sample_latents(y, mask, z, size, cond_mask, guidance_scale, progress)
+                latents = self.sample_latents(y, mask, z, size, cond_mask, guidance_scale, progress, noise_fn)
             if self.vae is None:
                 return latents
             with stage("decode"):

@@ -178,15 +178,27 @@ def sample(
     cond_mask: torch.Tensor | None = None,
     guidance_scale: float | None = None,
     progress: bool = True,
+    noise_fn: NoiseFn | None = None,
 ) -> torch.Tensor:
-    """Run the sampling loop that belongs to ``scheduler`` (rectified flow, IDDPM or DPM-Solver)."""
+    """Run the sampling loop that belongs to ``scheduler`` (rectified flow, IDDPM or DPM-Solver).
+
+    ``noise_fn(step, like)`` draws the noise a loop needs after its start (re-noised reference
+    frames; IDDPM's ancestral steps); by default the loops draw from torch's global generator.
+    """
     common = dict(guidance_scale=guidance_scale, progress=progress)
     if isinstance(scheduler, RectifiedFlow):
-        return rflow_sample(model, scheduler, z, y, y_null, model_kwargs, cond_mask=cond_mask, **common)
+        return rflow_sample(model, scheduler, z, y, y_null, model_kwargs, cond_mask=cond_mask, noise_fn=noise_fn,
+                            **common)  # fmt: skip
     if isinstance(scheduler, IDDPM):
-        return iddpm_sample(model, scheduler, z, y, y_null, model_kwargs, cond_mask=cond_mask, **common)
+        return iddpm_sample(model, scheduler, z, y, y_null, model_kwargs, cond_mask=cond_mask, noise_fn=noise_fn,
+                            renoise_fn=noise_fn, **common)  # fmt: skip
     if isinstance(scheduler, DPMSolver):
         if cond_mask is not None:
             raise ConfigError("the dpm-solver sampler cannot condition on references; use iddpm or rflow")
         return dpm_solver_sample(model, scheduler, z, y, y_null, model_kwargs, **common)
     raise TypeError(f"no sampling loop for scheduler {type(scheduler).__name__}")
+
+
+def generator_noise(generator: torch.Generator) -> NoiseFn:
+    """A ``noise_fn`` drawing from ``generator``: sampling then depends on no global random state."""
+    return lambda _step, like: torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
