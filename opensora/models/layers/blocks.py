@@ -95,3 +95,15 @@ class FinalLayer(nn.Module):
             out_cond = self._modulated(out if self.norm_twice else x, t0)
             out = select_frames(x_mask, out, out_cond, T, S)
         return self.linear(out)
+
+
+FREEZE_CHOICES = (None, "not_temporal", "text")
+
+
+def freeze_parameters(model: nn.Module, freeze: str | None) -> None:
+    """The 1.0/1.1 ``freeze`` option: "not_temporal" trains only temporal attention, "text" freezes cross-attention."""
+    for name, param in model.named_parameters():
+        if freeze == "not_temporal" and "attn_temp" not in name:
+            param.requires_grad_(False)
+        if freeze == "text" and "cross_attn" in name:
+            param.requires_grad_(False)

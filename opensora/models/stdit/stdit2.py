@@ -21,10 +21,12 @@ from torch import nn
 from opensora.errors import ConfigError
 from opensora.models.layers.attention import CrossAttention, SelfAttention, set_attention_backend
 from opensora.models.layers.blocks import (
+    FREEZE_CHOICES,
     DropPath,
     FinalLayer,
     attend_across_frames,
     attend_within_frames,
+    freeze_parameters,
     modulate,
     select_frames,
     unpatchify,
@@ -43,7 +45,6 @@ from opensora.models.modeling import ModelMixin
 from opensora.models.presets import preset_factory, register_presets
 from opensora.registry import MODELS
 
-FREEZE_CHOICES = (None, "not_temporal", "text")
 SIZE_ARGUMENTS = ("num_frames", "height", "width", "ar", "fps")
 
 
@@ -209,11 +210,7 @@ class STDiT2(ModelMixin):
         self.grad_checkpointing = enabled
 
     def _freeze(self, freeze: str | None) -> None:
-        for name, param in self.named_parameters():
-            if freeze == "not_temporal" and "attn_temp" not in name:
-                param.requires_grad_(False)
-            if freeze == "text" and "cross_attn" in name:
-                param.requires_grad_(False)
+        freeze_parameters(self, freeze)
         self.rope.freqs.requires_grad_(False)
 
     # ---- initialisation (used when training from scratch) -------------------------------------
