@@ -149,6 +149,7 @@ class VAETrainConfig(BaseTrainConfig):
     perceptual_loss_weight: float = 0.1  # 0 switches LPIPS off
     kl_loss_weight: float = 1e-6
     sample_posterior: bool = True  # False: decode the posterior means (a plain autoencoder; the KL still applies)
+    freeze_encoder: bool = False  # train the decoder(s) only, so latents already extracted stay valid
     lpips_net: Literal["vgg", "alex"] = "vgg"
     lpips_weights: str | None = None  # folder of the LPIPS weight files; default $OPENSORA_EVAL_WEIGHTS
     lpips_pretrained: bool = True  # False: a randomly initialised LPIPS (tests, smoke runs)

@@ -74,6 +74,8 @@ class VAETrainer(BaseTrainer):
         if cfg.spatial_vae_weights:
             spatial = model if isinstance(model, SpatialVAE) else model.spatial_vae
             spatial.load_diffusers_weights(cfg.spatial_vae_weights, cfg.spatial_vae_subfolder)
+        if cfg.freeze_encoder:
+            model.freeze_encoder()
         return model.train()  # from_pretrained returns eval mode
 
     def build_extra(self) -> None:

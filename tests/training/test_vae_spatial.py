@@ -52,3 +52,27 @@ def test_posterior_means_can_be_decoded(clips_csv: Path, tmp_path: Path, monkeyp
     flags = {"dataset.data_path": str(clips_csv), "outputs": str(tmp_path / "run")}
     assert train_vae(load_config(TINY, VAETrainConfig, flags, options)).step == 2
     assert seen == [False, False]
+
+
+def test_freeze_encoder_trains_the_decoder_only(clips_csv: Path, tmp_path: Path) -> None:
+    options = ["ckpt_every=1", "keep_last=5", "max_steps=3", "discriminator=None", "perceptual_loss_weight=0.0",
+               "mixed_strategy=None", "lr=0.003", "freeze_encoder=True", f"model={SPATIAL!r}"]  # fmt: skip
+    flags = {"dataset.data_path": str(clips_csv), "outputs": str(tmp_path / "run")}
+    train_vae(load_config(TINY, VAETrainConfig, flags, options))
+    first, last = (load_file(next((tmp_path / "run").glob(f"*step{s}")) / "model.safetensors") for s in (1, 3))
+    encoder = [n for n in first if n.startswith(("module.encoder.", "module.quant_conv."))]
+    decoder = [n for n in first if n.startswith(("module.decoder.", "module.post_quant_conv."))]
+    assert encoder and decoder
+    assert all(torch.equal(first[n], last[n]) for n in encoder)
+    assert any(not torch.equal(first[n], last[n]) for n in decoder)
+
+
+def test_the_pipeline_freezes_both_encoders() -> None:
+    from opensora.registry import MODELS, build_module
+
+    vae = build_module(load_config(TINY, VAETrainConfig).model, MODELS)
+    vae.freeze_encoder()
+    trainable = {n for n, p in vae.named_parameters() if p.requires_grad}
+    assert trainable and all(".decoder." in n or "post_quant_conv" in n for n in trainable)
+    assert any(n.startswith("temporal_vae.decoder") for n in trainable)
+    assert any(n.startswith("spatial_vae.module.decoder") for n in trainable)

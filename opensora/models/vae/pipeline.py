@@ -85,6 +85,12 @@ class VideoAutoencoderPipeline(ModelMixin):
         """Spatial tiling of the per-frame VAE (see :meth:`SpatialVAE.set_tiling`)."""
         self.spatial_vae.set_tiling(enabled, tile, overlap, threshold)
 
+    def freeze_encoder(self) -> None:
+        """Train the decoders only: latents (and features or models trained on them) stay valid."""
+        self.spatial_vae.freeze_encoder()
+        self.temporal_vae.encoder.requires_grad_(False)
+        self.temporal_vae.quant_conv.requires_grad_(False)
+
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Recompute activations of both VAEs in the backward pass instead of storing them (training)."""
         self.spatial_vae.set_grad_checkpointing(enabled)

@@ -109,6 +109,11 @@ class SpatialVAE(nn.Module):
         self.pixel_tile = TileSpec(tile * self.factor, overlap * self.factor, align=self.factor)
         self.tiling_threshold = threshold
 
+    def freeze_encoder(self) -> None:
+        """Train the decoder only: latents of the encoder, and anything trained on them, stay valid."""
+        self.module.encoder.requires_grad_(False)
+        self.module.quant_conv.requires_grad_(False)
+
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Recompute the AutoencoderKL's block activations in the backward pass instead of storing them."""
         if enabled:
