@@ -18,6 +18,9 @@ def test_demo_vae_steps_and_transformer_configs() -> None:
     assert spatial.model["type"] == "VideoAutoencoderKL" and spatial.use_real_rec_loss and not spatial.use_z_rec_loss
     temporal = load_config(DEMO / "vae.py", VAETrainConfig)
     assert temporal.model["freeze_vae_2d"] and temporal.use_z_rec_loss
+    finetune = load_config(DEMO / "vae_finetune.py", VAETrainConfig)
+    assert finetune.use_real_rec_loss and not finetune.use_z_rec_loss and not finetune.sample_posterior
+    assert finetune.model == {"type": "VideoAutoencoderPipeline", "from_pretrained": None}
     vae = build_module({**temporal.model}, MODELS)
     assert vae.get_latent_size((17, 64, 64)) == [5, 16, 16]  # 4x in time and space
     assert sum(p.numel() for p in vae.parameters()) < 4e6
