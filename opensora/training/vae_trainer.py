@@ -74,6 +74,13 @@ class VAETrainer(BaseTrainer):
         if cfg.spatial_vae_weights:
             spatial = model if isinstance(model, SpatialVAE) else model.spatial_vae
             spatial.load_diffusers_weights(cfg.spatial_vae_weights, cfg.spatial_vae_subfolder)
+        if cfg.use_image_identity_loss and isinstance(model, VideoAutoencoderPipeline):
+            spatial_channels = model.spatial_vae.module.config.latent_channels
+            if model.out_channels != spatial_channels:
+                raise ConfigError(
+                    f"use_image_identity_loss needs the temporal latent to have the per-frame latent's "
+                    f"{spatial_channels} channels, not {model.out_channels}; set use_image_identity_loss=False"
+                )
         if cfg.freeze_encoder:
             model.freeze_encoder()
         return model.train()  # from_pretrained returns eval mode

