@@ -1,8 +1,15 @@
-# The demo VAE, step 1 of 2: the per-frame AutoencoderKL alone (3 levels: 4x spatial), trained on
+# The demo VAE, step 1 of 3: the per-frame AutoencoderKL alone (3 levels: 4x spatial), trained on
 # frames of the demo world with pixel L1 and KL. A temporal VAE trained jointly from scratch slows
 # this down a lot (its random bottleneck hides the frames), so, like the release, the temporal VAE
-# learns afterwards on top of a frozen per-frame VAE (configs/demo/vae.py).
-#   python scripts/train_vae.py configs/demo/vae_spatial.py --data-path data/demo/meta.csv --outputs outputs/demo_vae_2d
+# learns afterwards on top of a frozen per-frame VAE (configs/demo/vae.py), then both are fine-tuned
+# together (configs/demo/vae_finetune.py). The shipped VAE's per-frame part had two runs: 1,600 steps
+# with sampled latents (sample_posterior=True, lr 5e-4), then these settings from those weights:
+#   python scripts/train_vae.py configs/demo/vae_spatial.py --data-path data/demo/meta.csv \
+#       --outputs outputs/demo_vae_2d0 --cfg-options sample_posterior=True max_steps=1600
+#   python tools/demo_world/finalize.py spatial outputs/demo_vae_2d0 --out outputs/demo_vae_2d0/diffusers
+#   python scripts/train_vae.py configs/demo/vae_spatial.py --data-path data/demo/meta.csv \
+#       --outputs outputs/demo_vae_2d --cfg-options spatial_vae_weights=outputs/demo_vae_2d0/diffusers
+#   python tools/demo_world/finalize.py spatial outputs/demo_vae_2d --out outputs/demo_vae_2d/diffusers
 _base_ = ["vae.py"]
 
 dataset = dict(num_frames=4, frame_interval=4)  # 4 frames spread over each clip
@@ -29,8 +36,8 @@ perceptual_loss_weight = 0.0
 # (object colours came back wrong after 1,600 steps)
 sample_posterior = False
 spatial_vae_weights = None
-lr = 5e-4  # 1e-3 diverged after ~700 steps
-warmup_steps = 50
-max_steps = 1200
+lr = 3e-4  # 1e-3 diverged after ~700 steps
+warmup_steps = 20
+max_steps = 2400
 ckpt_every = 200
 outputs = "outputs/demo_vae_2d"
