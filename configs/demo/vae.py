@@ -51,7 +51,11 @@ model = dict(
 spatial_vae_weights = None  # the step-1 VAE in diffusers' format: --cfg-options spatial_vae_weights=DIR
 spatial_vae_subfolder = None
 kl_loss_weight = 1e-6
-sample_posterior = False  # reconstruct from posterior means (sampled latents drowned colours, see vae_spatial.py)
+# reconstruct from posterior means: with sampled latents the per-frame encoder kept noise as large as the
+# colour signal (object colours came back wrong after 1,600 steps)
+sample_posterior = False
+# the image identity loss compares a still's latent with its per-frame latent: needs equal channel counts
+use_image_identity_loss = False
 
 plugin = "none"
 dtype = "fp32"
@@ -60,10 +64,8 @@ lr = 5e-4
 warmup_steps = 50
 ema_decay = 0.99
 epochs = 1000
-max_steps = 500  # the latent loss flattens by then; step 3 (vae_finetune.py) does the rest
+max_steps = 500  # not settled: at 16 channels the latent loss was still falling at step 900
 outputs = "outputs/demo_vae"
 log_every = 10
 ckpt_every = 100
 keep_last = 2
-# the image identity loss compares a still's latent with its per-frame latent: needs equal channel counts
-use_image_identity_loss = False

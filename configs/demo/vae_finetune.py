@@ -12,9 +12,7 @@ _base_ = ["vae.py"]
 model = dict(_delete_=True, type="VideoAutoencoderPipeline", from_pretrained=None)
 use_real_rec_loss = True
 use_z_rec_loss = False
-use_image_identity_loss = False
 perceptual_loss_weight = 0.0
-sample_posterior = False  # decode posterior means: sampled latents drowned the colours (see vae_spatial.py)
 lr = 2e-4
 warmup_steps = 20
 max_steps = 3000

@@ -30,11 +30,7 @@ model = dict(
 )
 use_real_rec_loss = True
 use_z_rec_loss = False
-use_image_identity_loss = False
 perceptual_loss_weight = 0.0
-# decode posterior means: with sampled latents the encoder kept noise as large as the colour signal
-# (object colours came back wrong after 1,600 steps)
-sample_posterior = False
 spatial_vae_weights = None
 lr = 3e-4  # 1e-3 diverged after ~700 steps
 warmup_steps = 20

@@ -38,7 +38,7 @@ with torch.no_grad():
     if mode == "encode":
         z = vae.encode(x, sample=False)
     else:
-        z = torch.randn(1, 4, *vae.get_latent_size((T, H, W)), device=device, dtype=dtype)
+        z = torch.randn(1, vae.out_channels, *vae.get_latent_size((T, H, W)), device=device, dtype=dtype)
         out = vae.decode(z, num_frames=T)
     if device.type == "cuda":
         torch.cuda.synchronize()

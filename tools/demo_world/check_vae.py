@@ -18,7 +18,9 @@ import numpy as np
 import torch
 
 from opensora.demo.analysis import read_video
+from opensora.demo.evaluation import ATTRIBUTES
 from opensora.demo.world import held_out_triples, random_scene, render, seen_triples
+from opensora.inference.media import to_uint8_frames
 from opensora.models.vae.pipeline import VideoAutoencoderPipeline
 from opensora.models.vae.spatial import SpatialVAE
 
@@ -34,13 +36,12 @@ def round_trip(vae: torch.nn.Module, frames: np.ndarray) -> np.ndarray:
     """uint8 (T, H, W, 3) -> the VAE's reconstruction, uint8 of the same shape."""
     video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
     z = vae.encode(video, sample=False)
-    out = vae.decode(z, num_frames=frames.shape[0])
-    return ((out[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).numpy()
+    return to_uint8_frames(vae.decode(z, num_frames=frames.shape[0])[0])
 
 
 def check(vae: torch.nn.Module, size: tuple[int, int, int], seed: int) -> dict:
     rng = np.random.default_rng(seed)
-    correct = {"colour": 0, "shape": 0, "motion": 0}
+    correct = dict.fromkeys(ATTRIBUTES, 0)
     errors = []
     triples = [*held_out_triples(), *seen_triples()]
     for triple in triples:

@@ -88,8 +88,7 @@ class VideoAutoencoderPipeline(ModelMixin):
     def freeze_encoder(self) -> None:
         """Train the decoders only: latents (and features or models trained on them) stay valid."""
         self.spatial_vae.freeze_encoder()
-        self.temporal_vae.encoder.requires_grad_(False)
-        self.temporal_vae.quant_conv.requires_grad_(False)
+        self.temporal_vae.freeze_encoder()
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Recompute activations of both VAEs in the backward pass instead of storing them (training)."""

@@ -208,6 +208,11 @@ class TemporalVAE(ModelMixin):
         self.post_quant_conv = CausalConv3d(embed_dim, latent_embed_dim, 1)
         self.decoder = TemporalDecoder(latent_embed_dim, in_out_channels, *shape)
 
+    def freeze_encoder(self) -> None:
+        """Train the decoder only: the latents it produces stay as they are."""
+        self.encoder.requires_grad_(False)
+        self.quant_conv.requires_grad_(False)
+
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Recompute residual blocks' activations in the backward pass instead of storing them."""
         self.encoder.grad_checkpointing = self.decoder.grad_checkpointing = enabled
