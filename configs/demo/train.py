@@ -8,7 +8,7 @@
 #       --outputs outputs/demo
 _base_ = ["../opensora-v1-2/train/stage1.py"]
 
-dataset = dict(_delete_=True, type="VideoTextDataset", data_path=None, num_frames=17, image_size=(64, 64))
+dataset = dict(_delete_=True, type="VideoTextDataset", data_path=None, num_frames=17, image_size=(32, 32))
 bucket_config = None
 batch_size = 32
 num_workers = 0
@@ -23,7 +23,7 @@ model = dict(
     num_heads=4,
     patch_size=(1, 2, 2),
     in_channels=16,  # the demo VAE's latent channels
-    input_sq_size=64,  # position embeddings at their natural scale for 64 x 64 videos
+    input_sq_size=32,  # position embeddings at their natural scale for 32 x 32 videos
     caption_channels=384,
     model_max_length=24,
     pred_sigma=False,
@@ -45,7 +45,7 @@ warmup_steps = 200
 grad_clip = 1.0
 ema_decay = 0.999
 epochs = 10000
-max_steps = 8000
+max_steps = 6000
 outputs = "outputs/demo"
 log_every = 50
 ckpt_every = 250

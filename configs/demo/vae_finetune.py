@@ -15,6 +15,6 @@ use_z_rec_loss = False
 perceptual_loss_weight = 0.0
 lr = 2e-4
 warmup_steps = 20
-max_steps = 3000
+max_steps = 2000  # as run (12 minutes on 2 CPU cores)
 ckpt_every = 200
 outputs = "outputs/demo_vae_ft"

@@ -2,18 +2,14 @@
 # frames of the demo world with pixel L1 and KL. A temporal VAE trained jointly from scratch slows
 # this down a lot (its random bottleneck hides the frames), so, like the release, the temporal VAE
 # learns afterwards on top of a frozen per-frame VAE (configs/demo/vae.py), then both are fine-tuned
-# together (configs/demo/vae_finetune.py). The shipped VAE's per-frame part had two runs: 1,600 steps
-# with sampled latents (sample_posterior=True, lr 5e-4), then these settings from those weights:
-#   python scripts/train_vae.py configs/demo/vae_spatial.py --data-path data/demo/meta.csv \
-#       --outputs outputs/demo_vae_2d0 --cfg-options sample_posterior=True max_steps=1600
-#   python tools/demo_world/finalize.py spatial outputs/demo_vae_2d0 --out outputs/demo_vae_2d0/diffusers
-#   python scripts/train_vae.py configs/demo/vae_spatial.py --data-path data/demo/meta.csv \
-#       --outputs outputs/demo_vae_2d --cfg-options spatial_vae_weights=outputs/demo_vae_2d0/diffusers
+# together (configs/demo/vae_finetune.py). The shipped VAE's per-frame part is this run as it stands
+# (2,400 steps, 13 minutes on 2 CPU cores, L1 still falling slowly):
+#   python scripts/train_vae.py configs/demo/vae_spatial.py --data-path data/demo/meta.csv --outputs outputs/demo_vae_2d
 #   python tools/demo_world/finalize.py spatial outputs/demo_vae_2d --out outputs/demo_vae_2d/diffusers
 _base_ = ["vae.py"]
 
 dataset = dict(num_frames=4, frame_interval=4)  # 4 frames spread over each clip
-batch_size = 8
+batch_size = 16
 mixed_strategy = None
 mixed_image_ratio = 0.0
 model = dict(

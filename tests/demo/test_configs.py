@@ -22,9 +22,9 @@ def test_demo_vae_steps_and_transformer_configs() -> None:
     assert finetune.use_real_rec_loss and not finetune.use_z_rec_loss and not finetune.sample_posterior
     assert finetune.model == {"type": "VideoAutoencoderPipeline", "from_pretrained": None}
     vae = build_module({**temporal.model}, MODELS)
-    assert vae.get_latent_size((17, 64, 64)) == [5, 16, 16]  # 4x in time and space
+    assert vae.get_latent_size((17, 32, 32)) == [5, 8, 8]  # 4x in time and space
     with torch.no_grad():
-        assert vae.encode(torch.zeros(1, 3, 17, 64, 64), sample=False).shape == (1, vae.out_channels, 5, 16, 16)
+        assert vae.encode(torch.zeros(1, 3, 17, 32, 32), sample=False).shape == (1, vae.out_channels, 5, 8, 8)
     assert sum(p.numel() for p in vae.parameters()) < 4e6
     dit = load_config(DEMO / "train.py", TrainConfig)
     assert dit.model["in_channels"] == vae.out_channels == 16
