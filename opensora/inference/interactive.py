@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from opensora.datasets.aspect import ASPECT_RATIOS, get_image_size, get_num_frames
+from opensora.datasets.aspect import get_image_size, get_num_frames
 from opensora.errors import ConfigError
 from opensora.inference.config import InferenceConfig
 from opensora.inference.media import save_sample
@@ -90,16 +90,12 @@ def size_choices(cfg: InferenceConfig, pipeline: VideoPipeline) -> SizeChoices:
     named = {get_num_frames(name): name for name in DURATIONS}
     duration = named.get(default.num_frames, IMAGE if default.num_frames == 1 else frames)
     durations = (IMAGE, *([] if duration in (IMAGE, *DURATIONS) else [duration]), *DURATIONS)
-    resolution = cfg.resolution or _resolution_covering(default.height * default.width)
+    # a config that names a pixel size (the demo's 32x32) was trained there: offer it first, as the default
+    resolution = cfg.resolution or f"{default.height}x{default.width}"
     resolutions = RESOLUTIONS if resolution in RESOLUTIONS else (resolution, *RESOLUTIONS)
     aspect_ratio = cfg.aspect_ratio if cfg.resolution else _closest_name(default.height, default.width)
     aspect_ratios = ASPECT_RATIO_NAMES if aspect_ratio in ASPECT_RATIO_NAMES else (aspect_ratio, *ASPECT_RATIO_NAMES)
     return SizeChoices(resolutions, aspect_ratios, durations, resolution, aspect_ratio, duration, cfg.fps)
-
-
-def _resolution_covering(pixels: int) -> str:
-    """The smallest offered resolution with at least ``pixels`` pixels (the largest if none has)."""
-    return next((name for name in RESOLUTIONS if ASPECT_RATIOS[name][0] >= pixels), RESOLUTIONS[-1])
 
 
 def _closest_name(height: int, width: int) -> str:

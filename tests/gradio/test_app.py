@@ -223,8 +223,9 @@ def test_gradio_client_gets_a_playable_mp4(server: Server, tmp_path: Path) -> No
     client = Client(server.url, verbose=False, download_files=tmp_path, analytics_enabled=False)
     with pytest.raises(AppError, match="enter a prompt"):  # the server reports it and goes on serving
         client.predict(prompt="  ", reference_image=None, api_name="/generate_video")
-    path, made = client.predict(prompt="a red panda", aspect_ratio="16:9", seed=7, use_camera_motion=True,
-                                camera_motion="pan left", reference_image=None, api_name="/generate_video")  # fmt: skip
+    path, made = client.predict(prompt="a red panda", resolution="144p", aspect_ratio="16:9", seed=7,
+                                use_camera_motion=True, camera_motion="pan left", reference_image=None,
+                                api_name="/generate_video")  # fmt: skip
     assert made == ("text-to-video, 17 frame(s) of 256x144, seed 7: "
                     "a red panda aesthetic score: 6.5. camera motion: pan left.")  # fmt: skip
     with av.open(str(path)) as container:

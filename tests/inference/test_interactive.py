@@ -46,9 +46,10 @@ def _image(generator: InteractiveGenerator, **fields) -> np.ndarray:
 
 def test_choices_of_a_variable_size_model_default_to_the_config(tiny_cfg, generator):
     choices = generator.choices
-    # the tiny config asks for 17 frames of 128x128: the smallest resolution covering it, the closest ratio
-    assert (choices.resolution, choices.aspect_ratio, choices.duration) == ("144p", "1:1", "17 frames")
-    assert choices.resolutions == ("144p", "240p", "360p", "480p", "720p")
+    # the tiny config asks for 17 frames of 128x128: offered as itself, first; ratios default to the closest
+    assert (choices.resolution, choices.aspect_ratio, choices.duration) == ("128x128", "1:1", "17 frames")
+    assert choices.resolutions == ("128x128", "144p", "240p", "360p", "480p", "720p")
+    assert choices.size("128x128", "1:1", "17 frames") == VideoSize(17, 128, 128, 24)
     assert choices.durations == ("image", "17 frames", "2s", "4s", "8s", "16s")
     assert choices.size("144p", "1:1", "17 frames") == VideoSize(17, 192, 192, 24)
     assert choices.size("240p", "9:16", "2s") == VideoSize(51, 240, 426, 24)
