@@ -2,8 +2,8 @@
 
 python gradio/app.py [--config CONFIG] [--port N] [--share]
 
-Without --config it loads the demo model (configs/demo/inference.py), or the tiny random model
-when that is absent, so it starts on any laptop; pass an inference config for real weights.
+Without --config it loads the demo model shipped in the repository (configs/demo/inference.py), so it
+starts on any laptop; pass an inference config for real weights.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from opensora.inference.prompts import CAMERA_MOTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "configs" / "demo" / "inference.py"
-TINY_CONFIG = ROOT / "configs" / "opensora-v1-2" / "inference" / "tiny.py"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -157,7 +156,7 @@ def build_demo(generator: InteractiveGenerator) -> gr.Blocks:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    config = args.config or str(DEMO_CONFIG if DEMO_CONFIG.is_file() else TINY_CONFIG)
+    config = args.config or str(DEMO_CONFIG)
     cfg = load_config(config, InferenceConfig, {"device": args.device}, args.cfg_options)
     out_dir = Path(args.output_dir or tempfile.mkdtemp(prefix="opensora-gradio-")).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
