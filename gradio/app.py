@@ -41,7 +41,7 @@ DEMO_CONFIG = ROOT / "configs" / "demo" / "inference.py"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument("--config", help="inference config (default: the demo model, else the tiny random model)")
+    parser.add_argument("--config", help="inference config (default: the demo model, configs/demo/inference.py)")
     parser.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: the whole network)")
     parser.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
