@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -14,18 +13,12 @@ from opensora.config import run_cli
 from opensora.datasets import probe, read_clip
 from opensora.registry import MODELS, build_module
 from tests.datasets.media import write_video
+from tests.scripts import load_script
 from tests.tiny import TINY_VAE, randomise_weights
 from tests.training.helpers import ROOT, write_clips
 
 SCRIPT = ROOT / "scripts" / "inference_vae.py"
 TINY = ROOT / "configs" / "vae" / "inference" / "tiny.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("inference_vae_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +41,7 @@ def test_writes_the_three_folders_as_videos_of_the_clips_length_and_fps(tmp_path
 
     argv = [str(TINY), "--ckpt-path", str(tmp_path / "vae"), "--data-path", str(csv),
             "--save-dir", str(tmp_path / "out" / "recon"), "--batch-size", "2"]  # fmt: skip
-    report = load_script().main(argv)
+    report = load_script(SCRIPT, "inference_vae_script").main(argv)
 
     assert (report.written, report.skipped) == (3, 1)
     folders = [tmp_path / "out" / f"recon_{kind}" for kind in ("ori", "rec", "spatial")]
@@ -72,7 +65,7 @@ def test_writes_the_three_folders_as_videos_of_the_clips_length_and_fps(tmp_path
 
 def test_missing_data_exits_in_one_line(tmp_path: Path, capsys) -> None:
     argv = [str(TINY), "--data-path", str(tmp_path / "missing.csv"), "--save-dir", str(tmp_path / "out")]
-    script = load_script()
+    script = load_script(SCRIPT, "inference_vae_script")
     with pytest.raises(SystemExit) as info:
         run_cli(lambda: script.main(argv))
     assert info.value.code == 2

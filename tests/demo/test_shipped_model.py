@@ -3,7 +3,6 @@ scripts/inference.py with no config turns a prompt into a video, and the model f
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from opensora.inference.config import InferenceConfig
 from opensora.inference.runner import build_pipeline, resolve_size
 from opensora.models.stdit.stdit3 import STDiT3
 from opensora.models.vae.pipeline import VideoAutoencoderPipeline
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 ASSETS = ROOT / "assets" / "demo"
@@ -24,10 +24,7 @@ COLOUR_BAR, MOTION_BAR = 0.5, 0.3
 
 
 def inference_main():
-    spec = importlib.util.spec_from_file_location("inference_script", ROOT / "scripts" / "inference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return load_script(ROOT / "scripts" / "inference.py", "inference_script").main
 
 
 def test_demo_weights_load_through_from_pretrained_and_fit_the_budget() -> None:

@@ -3,7 +3,6 @@ frame count and fps for every mode; reproducible; bad input stops in one line wi
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 from opensora.config import run_cli
 from opensora.datasets.video_io import probe, read_clip
 from tests.datasets.media import write_image, write_video
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "inference.py"
@@ -22,14 +22,7 @@ TINY = str(ROOT / "configs/opensora-v1-2/inference/tiny.py")
 FAST = ("--num-sampling-steps", "2", "--image-size", "64", "64", "--verbose", "0")
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("inference_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-SCRIPT_MODULE = load_script()
+SCRIPT_MODULE = load_script(SCRIPT, "inference_script")
 
 
 def infer(*args: str) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ import pandas as pd
 from opensora.config import load_config
 from opensora.training.config import TrainConfig
 from tests.datasets.media import write_image, write_video
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_CONFIG = ROOT / "configs/opensora-v1-2/train/tiny.py"
@@ -73,10 +72,7 @@ def write_clips(root: Path, videos: int = 4, images: int = 2, frames: int = 12, 
 
 def extract_features(csv: Path, output: Path, num_frames: int = 5, size: int = 64) -> Path:
     """Encode every sample once with the tiny config's VAE and text encoder (the extraction tool's path)."""
-    spec = importlib.util.spec_from_file_location("extract_features", ROOT / "tools/datasets/extract_features.py")
-    tool = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = tool  # dataclasses look their module up there
-    spec.loader.exec_module(tool)
+    tool = load_script(ROOT / "tools/datasets/extract_features.py", "extract_features")
     dataset = [
         "dataset.type=VideoTextDataset",
         f"dataset.num_frames={num_frames}",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
 import subprocess
@@ -17,6 +16,7 @@ from opensora.training.checkpoint import CheckpointManager
 from opensora.training.config import TrainConfig
 from opensora.training.masks import MaskGenerator
 from opensora.training.trainer import train
+from tests.scripts import load_script
 from tests.training.helpers import FEATURE_OPTIONS, ROOT, TINY_CONFIG, tiny_config
 
 SCRIPT = ROOT / "scripts" / "train.py"
@@ -50,13 +50,6 @@ def test_shipped_configs_validate() -> None:
     assert tiny.mask_ratios == stage1.mask_ratios  # inherited
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("train_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_missing_data_exits_non_zero_in_one_line(tmp_path: Path) -> None:
     argv = [str(TINY_CONFIG), "--data-path", str(tmp_path / "missing.csv"), "--outputs", str(tmp_path / "out")]
     done = subprocess.run([sys.executable, str(SCRIPT), *argv], env=env(), capture_output=True, text=True, timeout=120)
@@ -75,7 +68,7 @@ def test_missing_data_exits_non_zero_in_one_line(tmp_path: Path) -> None:
     ],
 )
 def test_config_errors_exit_in_one_line(media_csv: Path, tmp_path: Path, capsys, extra: list, message: str) -> None:
-    script = load_script()
+    script = load_script(SCRIPT, "train_script")
     argv = [str(TINY_CONFIG), "--data-path", str(media_csv), "--outputs", str(tmp_path / "out"), *extra]
     with pytest.raises(SystemExit) as info:
         run_cli(lambda: script.main(argv))

@@ -18,14 +18,12 @@ from opensora.errors import OpenSoraError
 from opensora.models.stdit.stdit3 import STDiT3
 from opensora.training.checkpoint import CheckpointManager
 from opensora.training.trainer import Trainer, feature_assignment, train
+from tests.scripts import load_script
 from tests.training.helpers import FEATURE_OPTIONS, ROOT, tiny_config
 
 
 def export_tool():
-    spec = importlib.util.spec_from_file_location("export_ema_tool", ROOT / "tools" / "export_ema.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "tools" / "export_ema.py", "export_ema_tool")
 
 
 def test_loss_falls_and_the_ema_exports_for_inference(features_dir: Path, tmp_path: Path) -> None:

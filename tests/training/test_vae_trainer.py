@@ -3,7 +3,6 @@ exact, images and videos mix, and the stage configs hold the release's recipe.""
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import re
 import subprocess
@@ -18,6 +17,7 @@ from opensora.registry import MODELS, build_module
 from opensora.training.checkpoint import CheckpointManager
 from opensora.training.config import VAETrainConfig
 from opensora.training.vae_trainer import mix_clip_length, train_vae
+from tests.scripts import load_script
 from tests.training.helpers import ROOT, write_clips
 from tests.training.test_train_script import env, free_port
 
@@ -137,13 +137,6 @@ def test_stage_configs_hold_the_release_recipe() -> None:
     assert (stage3.generator_factor, stage3.discriminator_factor, stage3.dataset["num_frames"]) == (0.5, 1.0, 33)
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("train_vae_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -158,7 +151,7 @@ def test_config_errors_exit_in_one_line(
 ) -> None:
     monkeypatch.setenv("OPENSORA_EVAL_WEIGHTS", str(tmp_path))  # an empty folder: no LPIPS weights
     argv = [str(TINY), "--data-path", str(clips_csv), "--outputs", str(tmp_path / "out"), *extra]
-    script = load_script()
+    script = load_script(SCRIPT, "train_vae_script")
     with pytest.raises(SystemExit) as info:
         run_cli(lambda: script.main(argv))
     assert info.value.code == 2
