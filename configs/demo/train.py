@@ -29,6 +29,10 @@ model = dict(
     pred_sigma=False,
     qk_norm=True,
     class_dropout_prob=0.1,
+    # absolute frame positions: with rotary ones alone, 6,000 steps learned colour and still-vs-moving
+    # but not direction (its output moved 0.007 between "moving left" and "moving right", 0.18
+    # between red and blue), and every video moved the way its noise happened to start
+    temporal_pos_embed=True,
 )
 vae = dict(_delete_=True, type="VideoAutoencoderPipeline", from_pretrained="{{ fileDirname }}/../../assets/demo/vae")
 text_encoder = dict(
@@ -50,7 +54,7 @@ warmup_steps = 200
 grad_clip = 1.0
 ema_decay = 0.999
 epochs = 10000
-max_steps = 6000
+max_steps = 8000
 outputs = "outputs/demo"
 log_every = 50
 ckpt_every = 250

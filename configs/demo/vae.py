@@ -1,4 +1,4 @@
-# The demo model's VAE (the 1.2 pipeline's kind, small), step 2 of 2: a temporal VAE (4x temporal)
+# The demo model's VAE (the 1.2 pipeline's kind, small), step 2 of 4: a temporal VAE (4x temporal)
 # learns on top of the per-frame AutoencoderKL of step 1 (configs/demo/vae_spatial.py, 4x spatial),
 # kept frozen, as in the release's stage 1: latent reconstruction, and images passed through.
 #   python tools/demo_world/generate.py --out data/demo --num-clips 10000 --sizes 32x32 --frames 17 --image-ratio 0

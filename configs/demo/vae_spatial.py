@@ -1,4 +1,4 @@
-# The demo VAE, step 1 of 3: the per-frame AutoencoderKL alone (3 levels: 4x spatial), trained on
+# The demo VAE, step 1 of 4: the per-frame AutoencoderKL alone (3 levels: 4x spatial), trained on
 # frames of the demo world with pixel L1 and KL. A temporal VAE trained jointly from scratch slows
 # this down a lot (its random bottleneck hides the frames), so, like the release, the temporal VAE
 # learns afterwards on top of a frozen per-frame VAE (configs/demo/vae.py), then both are fine-tuned

@@ -32,3 +32,17 @@ def test_demo_vae_steps_and_transformer_configs() -> None:
     with torch.device("meta"):
         model = build_module({**dit.model, "from_pretrained": None}, MODELS)
     assert sum(p.numel() for p in model.parameters()) < 5e6  # fits the repository in float16 with the VAE
+
+
+def test_decoder_step_trains_both_decoders_of_a_saved_pipeline(tmp_path: Path) -> None:
+    """Step 4 loads a pipeline saved with its per-frame VAE frozen and trains both decoders only."""
+    temporal = load_config(DEMO / "vae.py", VAETrainConfig)
+    build_module({**temporal.model}, MODELS).save_pretrained(tmp_path)  # saved with freeze_vae_2d=True
+    decoder = load_config(DEMO / "vae_decoder.py", VAETrainConfig)
+    assert decoder.freeze_encoder and not decoder.sample_posterior and decoder.use_real_rec_loss
+    vae = build_module({**decoder.model, "from_pretrained": str(tmp_path)}, MODELS)
+    vae.freeze_encoder()
+    for part in (vae.spatial_vae, vae.temporal_vae):
+        trainable = {name.split(".")[0 if part is vae.temporal_vae else 1] for name, p in part.named_parameters()
+                     if p.requires_grad}  # fmt: skip
+        assert "decoder" in trainable and "encoder" not in trainable

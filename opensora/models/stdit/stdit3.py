@@ -24,6 +24,7 @@ from opensora.models.layers.embed import (
     PositionEmbedding2D,
     SizeEmbedder,
     TimestepEmbedder,
+    sincos_1d,
 )
 from opensora.models.layers.norm import layer_norm
 from opensora.models.layers.rotary import RotaryEmbedding
@@ -124,6 +125,7 @@ class STDiT3(ModelMixin):
         only_train_temporal: bool = False,
         freeze_y_embedder: bool = False,
         skip_y_embedder: bool = False,
+        temporal_pos_embed: bool = False,
         enable_flash_attn: bool = False,
         enable_layernorm_kernel: bool = False,
         enable_sequence_parallelism: bool = False,
@@ -135,7 +137,7 @@ class STDiT3(ModelMixin):
             class_dropout_prob=class_dropout_prob, pred_sigma=pred_sigma, drop_path=drop_path,
             caption_channels=caption_channels, model_max_length=model_max_length, qk_norm=qk_norm,
             only_train_temporal=only_train_temporal, freeze_y_embedder=freeze_y_embedder,
-            skip_y_embedder=skip_y_embedder,
+            skip_y_embedder=skip_y_embedder, temporal_pos_embed=temporal_pos_embed,
         )  # fmt: skip
         if enable_sequence_parallelism:
             raise ConfigError("STDiT3: sequence parallelism is applied by opensora.acceleration, not by the model")
@@ -145,6 +147,10 @@ class STDiT3(ModelMixin):
         self.hidden_size = hidden_size
         self.input_sq_size = input_sq_size
         self.skip_y_embedder = skip_y_embedder
+        # Rotary embedding gives frames only relative positions, so a token has no direct way to tell
+        # the first frame from the last; a direction ("moving left") needs exactly that. Off as in
+        # the release; the demo model turns it on (a fixed sin-cos table over latent frames, no weights).
+        self.temporal_pos_embed = temporal_pos_embed
         self.grad_checkpointing = False
         # set by opensora.acceleration.sequence_parallel: shard(T, S) -> an object with split/attend/gather
         self.sequence_parallel = None
@@ -263,7 +269,11 @@ class STDiT3(ModelMixin):
         y, y_mask = self.encode_text(y, mask)
 
         x = self.x_embedder(x)  # (B, T*S, hidden)
-        x = (x.view(B, T, S, -1) + pos_emb[:, None]).view(B, T * S, -1)
+        x = x.view(B, T, S, -1) + pos_emb[:, None]
+        if self.temporal_pos_embed:
+            frames = torch.arange(T, device=x.device, dtype=torch.float32)
+            x = x + sincos_1d(frames, self.hidden_size).to(dtype)[None, :, None]
+        x = x.view(B, T * S, -1)
 
         # with sequence parallelism this process keeps S_local of the S positions of every frame
         shard = self.sequence_parallel.shard(T, S) if self.sequence_parallel is not None else None
