@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -25,6 +24,7 @@ from opensora.datasets.bucket import (
     format_bucket_table,
 )
 from opensora.errors import ConfigError, OpenSoraError
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = {"240p": {1: (1.0, 8), 51: (1.0, 4), 102: (1.0, 2)}, "480p": {51: (1.0, 2)}}
@@ -321,10 +321,7 @@ def test_check_nonempty_names_partly_filled_buckets() -> None:
 
 
 def load_report_tool() -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location("bucket_report", ROOT / "tools/datasets/bucket_report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "tools/datasets/bucket_report.py", "bucket_report")
 
 
 def write_inputs(tmp_path: Path, columns: dict[str, list]) -> tuple[Path, Path]:

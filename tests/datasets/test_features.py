@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ from opensora.datasets.features import FeatureDataset, write_feature_shards
 from opensora.errors import OpenSoraError
 from opensora.registry import DATASETS, MODELS, build_module
 from tests.datasets.media import write_image, write_video
+from tests.scripts import load_script
 from tests.tiny import TINY_TEXT_ENCODER, TINY_VAE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,11 +25,7 @@ VAE = TINY_VAE
 
 
 def load_tool():
-    spec = importlib.util.spec_from_file_location("extract_features", ROOT / "tools/datasets/extract_features.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "tools/datasets/extract_features.py", "extract_features")
 
 
 def fake_sample(i: int) -> dict:

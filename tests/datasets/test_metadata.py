@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from opensora.datasets.metadata import (
 )
 from opensora.errors import OpenSoraError
 from tests.datasets.media import index_frames, write_image, write_video
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "tools/datasets/probe_metadata.py"
@@ -135,10 +135,7 @@ def test_fill_gives_integer_columns_when_complete(tmp_path):
 
 
 def load_tool():
-    spec = importlib.util.spec_from_file_location("probe_metadata", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(TOOL, "probe_metadata")
 
 
 def test_probe_tool_fills_a_csv_in_place(tmp_path, capsys):

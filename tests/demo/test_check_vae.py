@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import torch
 
+from tests.scripts import load_script
+
 SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "demo_world" / "check_vae.py"
-spec = importlib.util.spec_from_file_location("check_vae", SCRIPT)
-check_vae = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(check_vae)
+check_vae = load_script(SCRIPT, "check_vae")
 
 
 class Identity(torch.nn.Module):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -13,15 +12,13 @@ from opensora.datasets.video_io import probe, read_clip
 from opensora.demo.analysis import read_video
 from opensora.demo.world import COLOURS, MOTIONS, SHAPES, held_out_triples, random_scene, render
 from opensora.inference.media import write_mp4
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def generator():
-    spec = importlib.util.spec_from_file_location("demo_generate", ROOT / "tools/demo_world/generate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "tools/demo_world/generate.py", "demo_generate")
 
 
 def test_fifteen_held_out_triples_cover_every_attribute():

@@ -32,6 +32,7 @@ from opensora.eval import (
 )
 from opensora.eval.lpips import TRUNK_FILES
 from tests.datasets.media import index_frames, read_index, write_video
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 NOISE_LEVELS = (0.02, 0.05, 0.1, 0.2, 0.4)
@@ -312,10 +313,7 @@ def test_load_pair_resamples_caps_resizes_and_crops(tmp_path):
 
 
 def cli_main():
-    spec = importlib.util.spec_from_file_location("eval_common_metric", ROOT / "eval" / "vae" / "eval_common_metric.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return load_script(ROOT / "eval" / "vae" / "eval_common_metric.py", "eval_common_metric").main
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
