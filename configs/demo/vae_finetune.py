@@ -3,7 +3,8 @@
 # the temporal VAE only; step 4 (vae_decoder.py) fine-tunes both decoders. Trained on latents
 # alone (step 2), a temporal VAE's small latent errors come back through the per-frame decoder as
 # large pixel errors (4-channel trial: 15 levels mean error, colour read back from 44% of clips);
-# 800 steps of this fine-tune brought that to 3.3 levels. (A joint run from scratch stalls instead, see vae_spatial.py.)
+# 800 steps of this fine-tune brought that to 3.3 levels. (A joint run from scratch stalls
+# instead, see vae_spatial.py.)
 #   python tools/export_ema.py outputs/demo_vae outputs/demo_vae_step2
 #   python scripts/train_vae.py configs/demo/vae_finetune.py --data-path data/demo/meta.csv \
 #       --outputs outputs/demo_vae_ft --cfg-options model.from_pretrained=outputs/demo_vae_step2

@@ -148,8 +148,8 @@ class STDiT3(ModelMixin):
         self.input_sq_size = input_sq_size
         self.skip_y_embedder = skip_y_embedder
         # Rotary embedding gives frames only relative positions, so a token has no direct way to tell
-        # the first frame from the last; a direction ("moving left") needs exactly that. Off as in
-        # the release; the demo model turns it on (a fixed sin-cos table over latent frames, no weights).
+        # the first frame from the last, which the mean path of a moving object needs. Off as in the
+        # release; the demo model turns it on (a fixed sin-cos table over latent frames, no weights).
         self.temporal_pos_embed = temporal_pos_embed
         self.grad_checkpointing = False
         # set by opensora.acceleration.sequence_parallel: shard(T, S) -> an object with split/attend/gather
