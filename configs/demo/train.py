@@ -31,7 +31,8 @@ model = dict(
     class_dropout_prob=0.1,
     # absolute frame positions, tried for direction: with rotary ones alone, 6,000 steps learned
     # colour and still-vs-moving but not direction (output moved 0.007 between "moving left" and
-    # "moving right", 0.18 between red and blue). With them, 8,000 steps still reach only 0.011.
+    # "moving right", 0.18 between red and blue). With them, 8,000 steps still reach only 0.011;
+    # step 2 (train_direction.py, timesteps shifted towards noise) is what teaches direction.
     temporal_pos_embed=True,
 )
 vae = dict(_delete_=True, type="VideoAutoencoderPipeline", from_pretrained="{{ fileDirname }}/../../assets/demo/vae")

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from opensora.config import load_config
-from opensora.registry import MODELS, build_module
+from opensora.registry import MODELS, SCHEDULERS, build_module
 from opensora.training.config import TrainConfig, VAETrainConfig
 
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo"
@@ -46,3 +46,19 @@ def test_decoder_step_trains_both_decoders_of_a_saved_pipeline(tmp_path: Path) -
     assert any(name.startswith("spatial_vae.module.decoder.") for name in trainable)
     assert any(name.startswith("temporal_vae.decoder.") for name in trainable)
     assert not any("encoder" in name or ".quant_conv." in name for name in trainable), trainable
+
+
+def test_direction_step_trains_mostly_near_pure_noise() -> None:
+    """Step 2 of the DiT restarts from the step-1 weights with timesteps shifted towards noise."""
+    base = load_config(DEMO / "train.py", TrainConfig)
+    direction = load_config(DEMO / "train_direction.py", TrainConfig)
+    assert direction.model == base.model and direction.start_from_scratch
+    sizes = (("height", 32.0), ("width", 32.0), ("num_frames", 17))
+    kwargs = {key: torch.full((20000,), value) for key, value in sizes}
+    generator = torch.Generator().manual_seed(0)
+    share = {}
+    for name, cfg in (("base", base), ("direction", direction)):
+        scheduler = build_module({**cfg.scheduler}, SCHEDULERS)
+        t = scheduler.sample_train_timesteps(20000, kwargs, generator=generator)
+        share[name] = (t > 900).float().mean().item()
+    assert abs(share["base"] - 0.10) < 0.01 and abs(share["direction"] - 0.44) < 0.02, share
