@@ -12,7 +12,9 @@
 _base_ = ["train.py"]
 
 scheduler = dict(type="rflow", use_timestep_transform=True, transform_scale=50.0, sample_method="uniform")
-start_from_scratch = True  # the weights and optimizer of --load; steps and data order start again
+# the weights and optimizer of --load; steps and data order start again (so to resume a killed run
+# of this step from outputs/demo_direction, add --start-from-scratch false)
+start_from_scratch = True
 warmup_steps = 0
 max_steps = 3000
 outputs = "outputs/demo_direction"
