@@ -31,6 +31,7 @@ def test_a_lossless_vae_reads_back_everything() -> None:
     report = check_vae.check(Identity(), (9, 48, 48), seed=0)
     assert report["clips"] == 75 and report["mean_abs_error_levels"] == 0
     assert report["colour_read_back"] == report["shape_read_back"] == report["motion_read_back"] == 1.0
+    assert report["shape_kept_by_shape"] == {"circle": 25, "square": 25, "triangle": 25}
 
 
 def test_a_vae_that_loses_colour_is_caught() -> None:

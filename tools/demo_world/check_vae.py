@@ -19,7 +19,7 @@ import torch
 
 from opensora.demo.analysis import read_video
 from opensora.demo.evaluation import ATTRIBUTES
-from opensora.demo.world import held_out_triples, random_scene, render, seen_triples
+from opensora.demo.world import SHAPES, held_out_triples, random_scene, render, seen_triples
 from opensora.inference.media import to_uint8_frames
 from opensora.models.vae.pipeline import VideoAutoencoderPipeline
 from opensora.models.vae.spatial import SpatialVAE
@@ -42,6 +42,7 @@ def round_trip(vae: torch.nn.Module, frames: np.ndarray) -> np.ndarray:
 def check(vae: torch.nn.Module, size: tuple[int, int, int], seed: int) -> dict:
     rng = np.random.default_rng(seed)
     correct = dict.fromkeys(ATTRIBUTES, 0)
+    shapes_kept = dict.fromkeys(SHAPES, 0)  # shape is the fragile one: small corners round off
     errors = []
     triples = [*held_out_triples(), *seen_triples()]
     for triple in triples:
@@ -52,10 +53,13 @@ def check(vae: torch.nn.Module, size: tuple[int, int, int], seed: int) -> dict:
         reading = read_video(recon)
         for attribute, truth in zip(correct, triple, strict=True):
             correct[attribute] += getattr(reading, attribute) == truth
+        shapes_kept[triple[1]] += reading.shape == triple[1]
     return {
         "clips": len(triples),
         "mean_abs_error_levels": round(float(np.mean(errors)), 2),
         **{f"{k}_read_back": round(v / len(triples), 3) for k, v in correct.items()},
+        "clips_per_shape": len(triples) // len(SHAPES),
+        "shape_kept_by_shape": shapes_kept,
     }
 
 
