@@ -19,7 +19,7 @@ from opensora.inference.conditioning import MaskStrategy, apply_strategies, chec
 from opensora.inference.media import load_reference
 from opensora.inference.memory import StageMemory
 from opensora.inference.prompts import PromptRequest
-from opensora.inference.sampling import NoiseFn, generator_noise, sample
+from opensora.inference.sampling import NoiseFn, per_sample_noise, sample
 
 IMAGE_FPS = 120  # the frame rate the 1.2 models were conditioned on for still images
 
@@ -198,8 +198,11 @@ class VideoPipeline:
                 y, mask = self.encode_text([r.text_for_loop(index) for r in requests])
             z = self.initial_noise(generators, latent_size)
             z, cond_mask = self._place_references(z, references, strategies, index, loop)
-            # later draws (re-noised references, IDDPM steps) come from the seed too, never from global state
-            noise_fn = generator_noise(torch.Generator(device=self.device).manual_seed(seeds[0] + 1_000_003 * index))
+            # later draws (re-noised references, IDDPM steps) come from each sample's own seed, never from
+            # global state nor from the other samples of the batch
+            noise_fn = per_sample_noise(
+                [torch.Generator(device=self.device).manual_seed(s + 1_000_003 * index) for s in seeds]
+            )
             with stage("sampling"):
                 latents = self.sample_latents(y, mask, z, size, cond_mask, guidance_scale, progress, noise_fn)
             if self.vae is None:

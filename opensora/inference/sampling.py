@@ -199,6 +199,15 @@ def sample(
     raise TypeError(f"no sampling loop for scheduler {type(scheduler).__name__}")
 
 
-def generator_noise(generator: torch.Generator) -> NoiseFn:
-    """A ``noise_fn`` drawing from ``generator``: sampling then depends on no global random state."""
-    return lambda _step, like: torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+def per_sample_noise(generators: list[torch.Generator]) -> NoiseFn:
+    """A ``noise_fn`` drawing sample i of a [B, ...] batch from ``generators[i]``: a sample's noise
+    then depends on its own seed only, not on global random state nor on what it is batched with."""
+
+    def draw(_step: int, like: torch.Tensor) -> torch.Tensor:
+        if like.shape[0] != len(generators):
+            raise ValueError(f"noise for a batch of {like.shape[0]} from {len(generators)} generators")
+        return torch.stack(
+            [torch.randn(like.shape[1:], generator=g, device=like.device, dtype=like.dtype) for g in generators]
+        )
+
+    return draw

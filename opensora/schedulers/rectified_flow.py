@@ -15,6 +15,20 @@ from opensora.registry import SCHEDULERS
 SAMPLE_METHODS = ("uniform", "logit-normal")
 
 
+def latent_frames_for_shift(num_frames: torch.Tensor) -> torch.Tensor:
+    """The latent frame count [B] the timestep shift is computed from, decided per sample.
+
+    The released 1.2 models were trained with ``num_frames // 17 * 5`` (a 17-frame chunk of the
+    1.2 VAE makes 5 latent frames) and 1 for an image; that rule is kept wherever it is defined.
+    Below 17 frames it gives 0 (a 0/0 first timestep), so 2..16 frames count the latent frames
+    the 1.2 VAE really makes of them, ceil(n / 4): the count is never below 1.
+    """
+    num_frames = num_frames.float()
+    release = torch.div(num_frames, 17, rounding_mode="floor") * 5
+    short = torch.ceil(num_frames / 4).clamp(min=1)
+    return torch.where(num_frames <= 1, torch.ones_like(num_frames), torch.where(release > 0, release, short))
+
+
 def timestep_transform(
     t: torch.Tensor,
     height: torch.Tensor,
@@ -27,16 +41,11 @@ def timestep_transform(
     """Shift timesteps towards noise for larger and longer videos.
 
     With r = sqrt(pixels / 512^2) * sqrt(latent frames) * scale, t' = r t / (1 + (r - 1) t)
-    (t on the 0..1 scale). Latent frames are counted as ``num_frames // 17 * 5`` (the 1.2 VAE
-    turns 17 frames into 5) and 1 for images, as the released models were trained.
+    (t on the 0..1 scale), the latent frames of each sample given by :func:`latent_frames_for_shift`.
     """
     t = t / num_timesteps
     ratio_space = (height * width / base_resolution).sqrt()
-    if num_frames[0] == 1:
-        latent_frames = torch.ones_like(num_frames)
-    else:
-        latent_frames = num_frames // 17 * 5
-    ratio = ratio_space * latent_frames.sqrt() * scale
+    ratio = ratio_space * latent_frames_for_shift(num_frames).sqrt() * scale
     return ratio * t / (1 + (ratio - 1) * t) * num_timesteps
 
 
