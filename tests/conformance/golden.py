@@ -23,17 +23,48 @@ MODEL_FAMILIES = ("VideoAutoencoderPipeline", "STDiT3", "STDiT2", "STDiT")
 IMPLEMENTED_MODELS = {"STDiT3", "STDiT2", "STDiT", "VideoAutoencoderPipeline"}
 
 
+# Golden files of releases whose models are still to come: reported as expected failures (not run)
+# that name their issue, so that the conformance suite itself never skips.
+PENDING_FIXTURES = {
+    "golden_mmdit_v2": "Open-Sora 2.0 MMDiT (issue 19)",
+    "golden_sampling_v2": "Open-Sora 2.0 sampling (issue 19)",
+    "golden_hunyuan_vae_v2": "Open-Sora 2.0 causal 3-D VAE (issue 20)",
+    "golden_dcae_v2": "Open-Sora 2.0 Video DC-AE (issue 20)",
+}
+# CI sets this: the reference files are there, so a conformance test that cannot find them fails.
+REQUIRE_ENV = "OPENSORA_REQUIRE_REFERENCE"
+
+
 def reference_dir() -> Path:
     return Path(os.environ.get("OPENSORA_REFERENCE_DIR", REPO_ROOT.parent / "shared" / "reference"))
 
 
-def read_layout(name: str) -> list[tuple[str, list[int]]]:
-    """(name, shape) rows of a ``layout_*.tsv`` file; skips the calling test when it is absent."""
+def reference_required() -> bool:
+    return os.environ.get(REQUIRE_ENV, "") not in ("", "0")
+
+
+def missing_reference(reason: str) -> None:
+    """Skip the calling test (a user without the reference files), or fail it where they are required."""
     import pytest
 
+    if reference_required():
+        pytest.fail(f"{reason}; {REQUIRE_ENV} is set, so conformance tests may not skip")
+    pytest.skip(reason)
+
+
+def pending_reason(path: Path) -> str | None:
+    """Why the golden file at ``path`` is not replayed yet (None: it must be)."""
+    for prefix, reason in PENDING_FIXTURES.items():
+        if path.stem.startswith(prefix):
+            return f"{path.name}: {reason} is not implemented yet"
+    return None
+
+
+def read_layout(name: str) -> list[tuple[str, list[int]]]:
+    """(name, shape) rows of a ``layout_*.tsv`` file; see :func:`missing_reference` when it is absent."""
     path = reference_dir() / name
     if not path.is_file():
-        pytest.skip(f"layout file {path} is missing (set OPENSORA_REFERENCE_DIR)")
+        missing_reference(f"layout file {path} is missing (set OPENSORA_REFERENCE_DIR)")
     rows = []
     for line in path.read_text().splitlines():
         key, shape, _dtype = line.split("\t")
