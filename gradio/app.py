@@ -18,9 +18,6 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-# Before gradio is imported: it reads this at import time, and the demo must work offline.
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-
 # This folder is named like the library; it has no __init__.py, so the installed gradio (a
 # regular package) always wins over it as a namespace package, wherever Python is started.
 try:
@@ -156,6 +153,9 @@ def build_demo(generator: InteractiveGenerator) -> gr.Blocks:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    # The demo works offline: no telemetry from the parts of gradio that the Blocks' own
+    # analytics_enabled=False does not reach (gradio 6 reads this when it would send, not at import).
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     config = args.config or str(DEMO_CONFIG)
     cfg = load_config(config, InferenceConfig, {"device": args.device}, args.cfg_options)
     out_dir = Path(args.output_dir or tempfile.mkdtemp(prefix="opensora-gradio-")).resolve()

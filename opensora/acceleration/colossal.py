@@ -4,8 +4,11 @@ Optional: colossalai pins torch<=2.5.1 and CUDA, so it lives in an environment o
 module is not exercised by the CPU test suite. The engine keeps the interface of ``Engine``:
 
 - the model holds bf16/fp16 working weights; the fp32 master copies live sharded in the optimizer,
-  which unscales, clips (to the ``max_norm`` of the latest ``clip_and_step``) and skips overflowing
-  steps itself inside ``step()``;
+  which unscales, clips and skips overflowing steps itself inside ``step()``. The clip threshold
+  is a constructor argument of the plugin, so it is fixed when the engine is built;
+- a step counts as applied only when the optimizer reports a finite gradient norm
+  (``get_grad_norm``): versions that do not report it are refused, since a skipped step could
+  not be told apart and the EMA would average the weights of skipped steps;
 - ``model_state_dict`` returns the working weights cast to fp32, so after bf16 training they carry
   bf16 rounding; ``load_model_state_dict`` refreshes the master copies from the loaded weights;
 - optimizer state dicts are gathered in full and keyed by parameter name, like ``Engine``'s.
@@ -24,7 +27,7 @@ from torch import nn
 
 from opensora.acceleration.engine import Engine, enable_grad_checkpointing
 from opensora.acceleration.parallel import ParallelDims
-from opensora.errors import ConfigError
+from opensora.errors import ConfigError, OpenSoraError
 
 MISSING = (
     "plugin 'colossalai' needs the colossalai package "
@@ -36,6 +39,7 @@ MISSING = (
 class ColossalEngine(Engine):
     booster: Any = None
     names: tuple[str, ...] = ()  # trainable parameter names in optimizer order
+    max_norm: float | None = None  # the plugin's clip threshold, fixed at construction
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()  # the plugin casts weights and inputs itself
@@ -44,15 +48,18 @@ class ColossalEngine(Engine):
         self.booster.backward(loss, self.optimizer)  # scales fp16 losses and reduce-scatters gradients
 
     def clip_and_step(self, max_norm: float | None) -> tuple[float, bool]:
-        # the plugin takes the clip threshold at construction; the optimizer reads it at each step
-        self.optimizer._clip_grad_norm = max_norm or 0.0
-        self.optimizer.step()
+        if (max_norm or None) != (self.max_norm or None):
+            raise ConfigError(
+                f"plugin 'colossalai' clips gradients at the threshold it was built with ({self.max_norm}), "
+                f"not {max_norm}: pass grad_clip when the engine is built"
+            )
+        self.optimizer.step()  # skips the update itself when fp16 gradients overflowed
         self.optimizer.zero_grad()
-        get_norm = getattr(self.optimizer, "get_grad_norm", None)  # newer colossalai only
-        norm = get_norm() if get_norm is not None else None
-        if norm is None:  # the optimizer skipped overflowing steps, but this version does not say so
-            return float("nan"), True
-        return float(norm), math.isfinite(float(norm))
+        norm = self.optimizer.get_grad_norm()
+        if norm is None:
+            raise OpenSoraError("colossalai reported no gradient norm for this step: cannot tell if it was applied")
+        norm = float(norm)
+        return norm, math.isfinite(norm)
 
     def no_sync(self) -> contextlib.AbstractContextManager:
         raise ConfigError("gradient accumulation does not work with colossalai ZeRO-2; use plugin zero2")
@@ -91,10 +98,24 @@ def _from_rank0(obj: dict) -> dict:
     return box[0]
 
 
+def check_reports_grad_norm(optimizer: Any) -> None:
+    if not callable(getattr(optimizer, "get_grad_norm", None)):
+        raise ConfigError(
+            "this colossalai's ZeRO optimizer does not report its gradient norm (get_grad_norm), so skipped "
+            "steps cannot be told from applied ones; install a newer colossalai or use plugin zero2"
+        )
+
+
 def build_colossal_engine(
-    model: nn.Module, dims: ParallelDims, precision: str, grad_checkpoint: bool, **optim_args
+    model: nn.Module,
+    dims: ParallelDims,
+    precision: str,
+    grad_checkpoint: bool,
+    max_norm: float | None = None,
+    **optim_args,
 ) -> ColossalEngine:
-    """Boost ``model`` with LowLevelZero stage 2 and an AdamW over its trainable parameters."""
+    """Boost ``model`` with LowLevelZero stage 2 (clipping at ``max_norm``) and an AdamW over its
+    trainable parameters."""
     try:
         from colossalai.booster import Booster
         from colossalai.booster.plugin import LowLevelZeroPlugin
@@ -106,7 +127,10 @@ def build_colossal_engine(
         enable_grad_checkpointing(model)
     names = tuple(name for name, p in model.named_parameters() if p.requires_grad)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], **optim_args)
-    plugin = LowLevelZeroPlugin(stage=2, precision=precision, initial_scale=2**16)
+    plugin = LowLevelZeroPlugin(stage=2, precision=precision, initial_scale=2**16, max_norm=max_norm or 0.0)
     booster = Booster(plugin=plugin)
     model, optimizer, *_ = booster.boost(model.to(dims.device), optimizer)
-    return ColossalEngine(model, optimizer, dims, "colossalai", precision, booster=booster, names=names)
+    check_reports_grad_norm(optimizer)
+    return ColossalEngine(
+        model, optimizer, dims, "colossalai", precision, booster=booster, names=names, max_norm=max_norm
+    )

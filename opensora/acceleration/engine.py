@@ -236,14 +236,17 @@ def build_engine(
     eps: float = 1e-8,
     betas: tuple[float, float] = (0.9, 0.999),
     grad_checkpoint: bool = False,
+    max_norm: float | None = None,
 ) -> Engine:
-    """Move ``model`` to ``dims.device`` in fp32, wrap it for ``plugin``, and build AdamW over its trainable weights."""
+    """Move ``model`` to ``dims.device`` in fp32, wrap it for ``plugin``, and build AdamW over its trainable weights.
+
+    ``max_norm`` is the clip threshold ``clip_and_step`` will be given: only colossalai needs it up front."""
     _check_choices(plugin, precision, dims)
     optim_args = dict(lr=lr, weight_decay=weight_decay, eps=eps, betas=betas)
     if plugin == "colossalai":
         from opensora.acceleration.colossal import build_colossal_engine
 
-        return build_colossal_engine(model, dims, precision, grad_checkpoint, **optim_args)
+        return build_colossal_engine(model, dims, precision, grad_checkpoint, max_norm, **optim_args)
     if grad_checkpoint:
         enable_grad_checkpointing(model)
     model = _wrap(model.to(dims.device, torch.float32), dims, plugin, precision)

@@ -106,26 +106,44 @@ class StepOutput:
 
 def run(cfg: BaseTrainConfig, trainer_cls: type[BaseTrainer]) -> TrainResult:
     """Run ``cfg`` to the end (``epochs`` or ``max_steps``); the process group is torn down afterwards."""
-    deterministic_before = torch.are_deterministic_algorithms_enabled()
-    configure_determinism(cfg.deterministic)
-    dims = init_distributed(cfg.sp_size, device=cfg.device)
-    try:
-        trainer = trainer_cls(cfg, dims)
+    with determinism(cfg.deterministic):
+        dims = init_distributed(cfg.sp_size, device=cfg.device)
         try:
-            return trainer.fit()
+            trainer = trainer_cls(cfg, dims)
+            try:
+                return trainer.fit()
+            finally:
+                trainer.close()
         finally:
-            trainer.close()
-    finally:
-        destroy_distributed(dims)
-        torch.use_deterministic_algorithms(deterministic_before)
+            destroy_distributed(dims)
 
 
-def configure_determinism(enabled: bool) -> None:
-    """Deterministic kernels (bit-exact CPU runs; on CUDA, cuBLAS needs a fixed workspace for it)."""
+CUBLAS_WORKSPACE = "CUBLAS_WORKSPACE_CONFIG"
+
+
+@contextlib.contextmanager
+def determinism(enabled: bool) -> Iterator[None]:
+    """Deterministic kernels inside the block (bit-exact CPU runs; on CUDA, cuBLAS needs a fixed
+    workspace for it); the process's own settings come back afterwards, so a run called from a
+    notebook or a test leaves no switch behind."""
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.benchmark,
+        os.environ.get(CUBLAS_WORKSPACE),
+    )
     if enabled:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        os.environ.setdefault(CUBLAS_WORKSPACE, ":4096:8")
         torch.backends.cudnn.benchmark = False
     torch.use_deterministic_algorithms(enabled)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.benchmark = before[1]
+        if before[2] is None:
+            os.environ.pop(CUBLAS_WORKSPACE, None)
+        else:
+            os.environ[CUBLAS_WORKSPACE] = before[2]
 
 
 def seed_everything(seed: int) -> None:
@@ -197,7 +215,8 @@ class BaseTrainer:
         """``model`` wrapped for the configured plugin and precision, with its AdamW at ``lr``."""
         cfg = self.cfg
         optim = dict(lr=lr, weight_decay=cfg.weight_decay, eps=cfg.adam_eps, betas=cfg.adam_betas)
-        return build_engine(model, self.dims, cfg.plugin, cfg.dtype, grad_checkpoint=grad_checkpoint, **optim)
+        return build_engine(model, self.dims, cfg.plugin, cfg.dtype, grad_checkpoint=grad_checkpoint,
+                            max_norm=cfg.grad_clip, **optim)  # fmt: skip
 
     # ---- the loop ---------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
