@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from opensora.errors import ConfigError, OpenSoraError
 from opensora.models.layers.attention import CrossAttention, SelfAttention, attention
 from opensora.models.layers.rotary import RotaryEmbedding
 
@@ -51,3 +53,29 @@ def test_cross_attention_masks_padding_and_handles_empty_captions():
         assert torch.isfinite(out).all()
         ops = _ops(lambda: cross(x, y, mask))
     assert not any("softmax" in name for name in ops), sorted(ops)
+
+
+def test_self_attention_normalises_then_rotates_q_and_k():
+    rope = RotaryEmbedding(8)
+    attn = SelfAttention(16, 2, qk_norm=True, rope=rope).eval()
+    legacy = SelfAttention(16, 2, qk_norm=True, rope=rope, rope_before_norm=True).eval()
+    with torch.no_grad():
+        for layer in (attn, legacy):
+            layer.load_state_dict(attn.state_dict())
+            layer.q_norm.weight.copy_(torch.linspace(0.5, 1.5, 8))  # RMSNorm scales do not commute with rope
+            layer.k_norm.weight.copy_(torch.linspace(1.5, 0.5, 8))
+    x = torch.randn(2, 5, 16)
+    with torch.no_grad():
+        q, k, v = attn.qkv(x).view(2, 5, 3, 2, 8).permute(2, 0, 3, 1, 4)  # each (B, heads, N, head_dim)
+        q, k = rope(attn.q_norm(q)), rope(attn.k_norm(k))
+        weights = (q @ k.transpose(-2, -1) / 8**0.5).softmax(dim=-1)
+        expected = attn.proj((weights @ v).transpose(1, 2).reshape(2, 5, 16))
+        assert torch.allclose(attn(x), expected, atol=1e-5)
+        assert not torch.allclose(legacy(x), expected, atol=1e-4)
+
+
+def test_head_count_that_does_not_divide_the_width_is_a_config_error():
+    for layer in (SelfAttention, CrossAttention):
+        with pytest.raises(ConfigError, match="hidden size 30 is not divisible by num_heads 4") as err:
+            layer(30, 4)
+        assert isinstance(err.value, OpenSoraError)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
+import torch.nn.functional as F
 
-from opensora.models.layers.blocks import FinalLayer, select_frames
+from opensora.errors import ConfigError
+from opensora.models.layers.blocks import FinalLayer, select_frames, tile_rows
 from opensora.models.layers.embed import CaptionEmbedder, PatchEmbed3D, PositionEmbedding2D, SizeEmbedder
 from opensora.models.layers.norm import RMSNorm
 from opensora.models.layers.rotary import RotaryEmbedding
@@ -47,15 +50,41 @@ def test_rmsnorm_normalises_in_float32():
     assert torch.allclose(out.pow(2).mean(-1), torch.ones(3), atol=1e-2)
 
 
-def test_patch_embed_pads_to_the_patch_size():
+def test_position_table_for_a_resolution_scales_and_stretches():
+    table = PositionEmbedding2D(8)
+    # a 2x8 grid of a 256x1024 picture, trained at 512: scale 1, stretched to the 4x4 grid of 16 tokens
+    assert torch.equal(table.for_resolution(2, 8, 256 * 1024, 512), table(2, 8, scale=1.0, base_size=4))
+    assert torch.equal(table.for_resolution(4, 4, 1024 * 1024, 512), table(4, 4, scale=2.0, base_size=4))
+    with pytest.raises(ConfigError, match="divisible by 4, got 6"):
+        PositionEmbedding2D(6)
+
+
+def test_patch_embed_zero_pads_at_the_end():
     embed = PatchEmbed3D((1, 2, 2), 4, 8)
-    assert embed(torch.randn(2, 4, 3, 5, 7)).shape == (2, 3 * 3 * 4, 8)
+    x = torch.randn(2, 4, 3, 5, 7)
+    out = embed(x)
+    assert out.shape == (2, 3 * 3 * 4, 8)
+    # the same as the zero-padded latent; a patch wholly inside is the projection of its pixels
+    assert torch.equal(out, embed(F.pad(x, (0, 1, 0, 1))))
+    first = torch.einsum("octhw,cthw->o", embed.proj.weight, x[0, :, :1, :2, :2]) + embed.proj.bias
+    assert torch.allclose(out[0, 0], first, atol=1e-5)
 
 
-def test_size_embedder_tiles_a_smaller_batch():
+def test_size_embedder_embeds_each_column_and_tiles_a_smaller_batch():
     embed = SizeEmbedder(8)
     out = embed(torch.tensor([24.0]), batch_size=3)
     assert out.shape == (3, 8) and torch.equal(out[0], out[2])
+    pairs = embed(torch.tensor([[64.0, 32.0], [16.0, 32.0]]), batch_size=2)  # (height, width) per sample
+    assert pairs.shape == (2, 16)
+    assert torch.allclose(pairs[:, 8:], embed(torch.tensor([32.0, 32.0]), batch_size=2))
+    assert torch.allclose(pairs[:, :8], embed(torch.tensor([64.0, 16.0]), batch_size=2))
+    assert not torch.allclose(pairs[0, :8], pairs[1, :8])
+
+
+def test_tile_rows_repeats_the_batch():
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    assert torch.equal(tile_rows(mask, 4), torch.cat([mask, mask]))
+    assert tile_rows(mask, 2) is mask and tile_rows(None, 4) is None
 
 
 def test_caption_dropout_uses_the_null_caption():

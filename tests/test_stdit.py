@@ -43,27 +43,31 @@ def test_presets_are_registered_and_release_fields_accepted():
     assert model.config["space_scale"] == 0.5
 
 
-def test_forward_shape_and_ignored_sampling_kwargs():
+def test_forward_shape_and_the_sampling_keys_it_ignores():
     model = randomise_weights(STDiT(**TINY)).eval()
     inputs = _inputs()
+    sizes = dict(height=torch.full((2,), 64.0), width=torch.full((2,), 64.0), num_frames=torch.full((2,), 3.0),
+                 ar=torch.ones(2), fps=torch.full((2,), 8.0))  # fmt: skip
     with torch.no_grad():
         out = model(**inputs)
-        # what the shared sampling loops pass for the newer models is accepted and ignored
-        extra = model(**inputs, height=torch.full((2,), 64.0), fps=torch.full((2,), 8.0),
-                      x_mask=torch.ones(2, 3, dtype=torch.bool))  # fmt: skip
+        # what the shared sampling and training code pass for the newer models is accepted and ignored
+        extra = model(**inputs, **sizes, x_mask=torch.ones(2, 3, dtype=torch.bool))
     assert out.shape == (2, 8, 3, 8, 8) and out.dtype == torch.float32
     assert torch.equal(out, extra)
+    with pytest.raises(TypeError, match="x_masks"):  # a misspelt key is not swallowed
+        model(**inputs, x_masks=torch.ones(2, 3, dtype=torch.bool))
 
 
 def test_wrong_input_size_names_both_sizes():
     model = STDiT(**TINY).eval()
-    with pytest.raises(ValueError, match=r"\[3, 8, 8\].*\[3, 8, 10\]"):
+    with pytest.raises(ConfigError, match=r"\[3, 8, 8\].*\[3, 8, 10\]") as err:
         model(**_inputs(W=10))
+    assert "\n" not in str(err.value)
 
 
 def test_frame_conditioning_is_refused():
     model = STDiT(**TINY).eval()
-    with pytest.raises(ValueError, match="x_mask"):
+    with pytest.raises(ConfigError, match="x_mask"):
         model(**_inputs(), x_mask=torch.tensor([[False, True, True]] * 2))
 
 

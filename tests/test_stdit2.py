@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from opensora.errors import ConfigError
 from opensora.models.stdit.stdit2 import STDiT2
 from opensora.registry import MODELS, build_module
 from tests.conformance.golden import read_layout
@@ -56,30 +58,50 @@ def test_release_config_json_fields_load(tmp_path: Path):
     assert loaded.config == model.config
 
 
+def test_release_no_temporal_pos_emb_is_accepted_and_dropped(tmp_path: Path):
+    """The 1.1 release configs carry ``no_temporal_pos_emb``, which had no effect; it is not saved."""
+    import json
+
+    model = build_module({**TINY_STDIT2, "no_temporal_pos_emb": False}, MODELS)
+    assert "no_temporal_pos_emb" not in model.config
+    model.save_pretrained(tmp_path / "ckpt")
+    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps({**config, "no_temporal_pos_emb": True}))
+    assert STDiT2.from_pretrained(tmp_path / "ckpt").config == model.config
+    with pytest.raises(ConfigError, match="no_temporal_pos_emd"):
+        build_module({**TINY_STDIT2, "no_temporal_pos_emd": False}, MODELS)
+
+
 @pytest.mark.parametrize("shape", [(3, 8, 8), (5, 7, 9), (1, 6, 10)])
-def test_forward_pads_and_crops_dynamic_sizes(shape):
+def test_forward_pads_with_zeros_and_crops_dynamic_sizes(shape):
+    """A latent off the patch grid gives the output of its zero-padded latent, cropped back."""
     model = _model()
+    inputs = _inputs(T=shape[0], H=shape[1], W=shape[2])
+    padded = dict(inputs, x=F.pad(inputs["x"], (0, shape[2] % 2, 0, shape[1] % 2)))  # patches are (1, 2, 2)
     with torch.no_grad():
-        out = model(**_inputs(T=shape[0], H=shape[1], W=shape[2]))
+        out = model(**inputs)
+        out_padded = model(**padded)
     assert out.shape == (2, 8, *shape) and out.dtype == torch.float32
-    assert torch.isfinite(out).all()
+    assert torch.allclose(out, out_padded[..., : shape[1], : shape[2]], atol=1e-5)
 
 
 def test_size_tensors_are_required():
     inputs = _inputs()
     del inputs["ar"], inputs["fps"]
-    with pytest.raises(ValueError, match="missing: ar, fps"):
+    with pytest.raises(ConfigError, match="missing: ar, fps"):
         _model()(**inputs)
 
 
-def test_size_conditioning_and_extra_kwargs():
+def test_every_size_conditions_the_output_and_unknown_keys_are_refused():
     model = _model()
     inputs = _inputs()
     with torch.no_grad():
         out = model(**inputs)
-        assert torch.equal(out, model(**inputs, some_other_key=1))  # ignored, as sampling loops may pass it
-        assert not torch.allclose(out, model(**dict(inputs, fps=torch.full((2,), 24.0))), atol=1e-4)
-        assert not torch.allclose(out, model(**dict(inputs, ar=torch.full((2,), 0.5))), atol=1e-4)
+        for key, value in dict(num_frames=32.0, height=32.0, width=128.0, ar=0.5, fps=24.0).items():
+            changed = model(**dict(inputs, **{key: torch.full((2,), value)}))
+            assert not torch.allclose(out, changed, atol=1e-4), key
+    with pytest.raises(TypeError, match="some_other_key"):  # no catch-all swallows a misspelt key
+        model(**inputs, some_other_key=1)
 
 
 def test_x_mask_all_true_equals_no_mask_and_false_frames_differ():
@@ -101,14 +123,18 @@ def test_rope_order_switch_changes_the_attention():
         assert not torch.allclose(legacy(**inputs), modern(**inputs), atol=1e-4)
 
 
-def test_text_padding_is_ignored():
+def test_text_padding_is_ignored_and_real_tokens_are_not():
     model = _model()
     inputs = _inputs()
     inputs["mask"][1, 5:] = 0
-    other = dict(inputs, y=inputs["y"].clone())
-    other["y"][1, :, 5:] = 100.0
+    padding_changed = dict(inputs, y=inputs["y"].clone())
+    padding_changed["y"][1, :, 5:] = 100.0
+    token_changed = dict(inputs, y=inputs["y"].clone())
+    token_changed["y"][1, :, 4] = 100.0
     with torch.no_grad():
-        assert torch.allclose(model(**inputs), model(**other), atol=1e-5)
+        out = model(**inputs)
+        assert torch.allclose(out, model(**padding_changed), atol=1e-5)
+        assert not torch.allclose(out[1], model(**token_changed)[1], atol=1e-3)
 
 
 def test_freeze_not_temporal_and_attention_backends():

@@ -7,14 +7,19 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from opensora.models.stdit.stdit3 import STDiT3, build_stdit3
+from opensora.errors import ConfigError
+from opensora.models.stdit.stdit import STDiT
+from opensora.models.stdit.stdit2 import STDiT2
+from opensora.models.stdit.stdit3 import STDiT3
 from opensora.registry import MODELS, build_module
 from opensora.schedulers.rectified_flow import RectifiedFlow
 from opensora.training.losses import rflow_loss
 from tests.conformance.golden import read_layout
+from tests.tiny import TINY_STDIT, TINY_STDIT2, TINY_STDIT3, randomise_weights
 
-TINY = dict(depth=2, hidden_size=64, num_heads=4, caption_channels=32, model_max_length=8)
+TINY = {k: v for k, v in TINY_STDIT3.items() if k != "type"}
 
 
 def _inputs(B=2, T=3, H=8, W=8, L=8, caption_channels=32):
@@ -27,6 +32,11 @@ def _inputs(B=2, T=3, H=8, W=8, L=8, caption_channels=32):
         height=torch.full((B,), H * 8.0),
         width=torch.full((B,), W * 8.0),
     )
+
+
+def _model(**overrides) -> STDiT3:
+    """Random weights: the release initialisation zeroes the text and temporal output layers."""
+    return randomise_weights(STDiT3(**{**TINY, **overrides})).eval()
 
 
 def test_xl2_layout_matches_release():
@@ -44,31 +54,53 @@ def test_presets_are_registered():
 
 
 @pytest.mark.parametrize("shape", [(3, 8, 8), (5, 7, 9), (1, 6, 10)])
-def test_forward_pads_and_crops_dynamic_sizes(shape):
-    model = STDiT3(**TINY).eval()
+def test_forward_pads_with_zeros_and_crops_dynamic_sizes(shape):
+    """A latent off the patch grid gives the output of its zero-padded latent, cropped back."""
+    model = _model()
     inputs = _inputs(T=shape[0], H=shape[1], W=shape[2])
+    padded = dict(inputs, x=F.pad(inputs["x"], (0, shape[2] % 2, 0, shape[1] % 2)))  # patches are (1, 2, 2)
     with torch.no_grad():
         out = model(**inputs)
+        out_padded = model(**padded)
     assert out.shape == (2, 8, *shape) and out.dtype == torch.float32
-    assert torch.isfinite(out).all()
+    assert torch.allclose(out, out_padded[..., : shape[1], : shape[2]], atol=1e-5)
 
 
-def test_text_padding_is_ignored():
-    """Padding tokens must not change the output, whatever their values."""
-    model = STDiT3(**TINY).eval()
+def test_text_padding_is_ignored_and_real_tokens_are_not():
+    """Padding tokens must not change the output, whatever their values; real tokens must."""
+    model = _model()
     inputs = _inputs()
     inputs["mask"][1, 5:] = 0
-    other = dict(inputs, y=inputs["y"].clone())
-    other["y"][1, :, 5:] = 100.0
+    padding_changed = dict(inputs, y=inputs["y"].clone())
+    padding_changed["y"][1, :, 5:] = 100.0
+    token_changed = dict(inputs, y=inputs["y"].clone())
+    token_changed["y"][1, :, 4] = 100.0
     with torch.no_grad():
-        assert torch.allclose(model(**inputs), model(**other), atol=1e-5)
+        out = model(**inputs)
+        assert torch.allclose(out, model(**padding_changed), atol=1e-5)
+        changed = model(**token_changed)
+    assert not torch.allclose(out[1], changed[1], atol=1e-3)
+    assert torch.equal(out[0], changed[0])  # sample 0's caption did not change
+
+
+def test_sampling_keys_are_accepted_by_name_and_others_refused():
+    model = _model()
+    inputs = _inputs()
+    with torch.no_grad():
+        out = model(**inputs)
+        # what the shared sampling and training code pass for STDiT2 is accepted and ignored
+        assert torch.equal(out, model(**inputs, num_frames=torch.full((2,), 16.0), ar=torch.ones(2)))
+        assert not torch.allclose(out, model(**dict(inputs, fps=torch.full((2,), 8.0))), atol=1e-4)
+        assert not torch.allclose(out, model(**dict(inputs, height=torch.full((2,), 128.0))), atol=1e-4)
+    with pytest.raises(TypeError, match="heigth"):
+        model(**inputs, heigth=torch.full((2,), 64.0))
 
 
 @pytest.mark.parametrize("temporal_pos_embed", [False, True])
 def test_temporal_position_embedding_tells_frames_apart(temporal_pos_embed: bool, tmp_path: Path):
-    """Identical frames through a fresh model (temporal blocks start as the identity) come out identical
-    unless frames carry an absolute position; the option survives save and load."""
-    model = STDiT3(**TINY, temporal_pos_embed=temporal_pos_embed).eval()
+    """Identical frames come out identical unless frames carry an absolute position (temporal attention
+    over equal values returns them, whatever its weights); the option survives save and load."""
+    model = _model(temporal_pos_embed=temporal_pos_embed)
     inputs = _inputs(B=1, T=4)
     inputs["x"] = inputs["x"][:, :, :1].repeat(1, 1, 4, 1, 1)
     with torch.no_grad():
@@ -79,25 +111,57 @@ def test_temporal_position_embedding_tells_frames_apart(temporal_pos_embed: bool
     assert STDiT3.from_pretrained(tmp_path).temporal_pos_embed == temporal_pos_embed
 
 
-def test_attention_backends_agree_and_checkpointing_keeps_gradients():
-    model = STDiT3(**TINY)
-    inputs = _inputs()
-    out_sdpa = model(**inputs)
-    model.set_attention_backend("math")
-    assert torch.allclose(model(**inputs), out_sdpa, atol=1e-5)
-    model.set_attention_backend("flash")  # no flash-attn on CPU: falls back to SDPA
-    assert torch.allclose(model(**inputs), out_sdpa, atol=1e-5)
+def test_attention_backends_agree():
+    model = _model()
+    inputs = _inputs(H=6, W=6)
+    with torch.no_grad():
+        out_sdpa = model(**inputs)
+        model.set_attention_backend("math")
+        assert torch.allclose(model(**inputs), out_sdpa, atol=1e-5)
+        model.set_attention_backend("flash")  # no flash-attn on CPU: falls back to SDPA
+        assert torch.allclose(model(**inputs), out_sdpa, atol=1e-5)
+    with pytest.raises(ConfigError, match="unknown attention backend 'xformers'"):
+        model.set_attention_backend("xformers")
 
-    model.set_attention_backend("sdpa")
-    model.zero_grad()
-    model(**inputs).square().mean().backward()
-    plain = [p.grad.clone() for p in model.parameters() if p.grad is not None]
-    model.zero_grad()
+
+def _spec(spec: dict) -> dict:
+    return {k: v for k, v in spec.items() if k != "type"}
+
+
+# the base class runs the blocks of all three models; STDiT has a fixed input size
+CHECKPOINTED = [
+    (STDiT, _spec(TINY_STDIT), "blocks", dict(T=3, H=8, W=8)),
+    (STDiT2, _spec(TINY_STDIT2), "blocks", dict(T=3, H=6, W=6)),
+    (STDiT3, TINY, "temporal_blocks", dict(T=3, H=6, W=6)),
+]
+
+
+@pytest.mark.parametrize(("cls", "spec", "blocks", "size"), CHECKPOINTED, ids=["STDiT", "STDiT2", "STDiT3"])
+def test_grad_checkpointing_recomputes_blocks_and_keeps_gradients(cls, spec, blocks, size):
+    model = randomise_weights(cls(**spec, class_dropout_prob=0.0)).train()
+    inputs = _inputs(**size)
+    inputs.update(num_frames=torch.full((2,), 16.0), ar=torch.ones(2))
+    calls = []
+    for block in getattr(model, blocks):
+        block.register_forward_pre_hook(lambda *_: calls.append(1))
+
+    def gradients() -> list[torch.Tensor]:
+        model.zero_grad()
+        calls.clear()
+        model(**inputs).square().mean().backward()
+        return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    plain = gradients()
+    assert len(calls) == 2  # one forward call per block
     model.set_grad_checkpointing(True)
-    model(**inputs).square().mean().backward()
-    ckpt = [p.grad.clone() for p in model.parameters() if p.grad is not None]
-    assert len(plain) == len(ckpt) > 0
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, ckpt))
+    checkpointed = gradients()
+    assert len(calls) == 4  # and one recomputation per block in the backward pass
+    assert len(plain) == len(checkpointed) > 0
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, checkpointed))
+    with torch.no_grad():
+        calls.clear()
+        model(**inputs)
+    assert len(calls) == 2  # nothing to recompute without gradients
 
 
 def test_only_train_temporal_freezes_the_rest():
@@ -128,15 +192,13 @@ def test_tiny_model_overfits_a_fixed_batch():
     assert last < 0.3 * first, f"loss did not fall enough: {first:.3f} -> {last:.3f}"
 
 
-def test_build_stdit3_rejects_sequence_parallel_flag():
-    from opensora.errors import ConfigError
-
-    with pytest.raises(ConfigError):
-        build_stdit3(**TINY, enable_sequence_parallelism=True)
+def test_model_refuses_the_sequence_parallel_flag():
+    with pytest.raises(ConfigError, match="opensora.acceleration"):
+        build_module({**TINY_STDIT3, "enable_sequence_parallelism": True}, MODELS)
 
 
 def test_save_and_load_round_trip_bit_exact(tmp_path: Path):
-    model = STDiT3(**TINY).eval()
+    model = _model()
     model.save_pretrained(tmp_path / "ckpt")
     loaded = STDiT3.from_pretrained(tmp_path / "ckpt").eval()
     for (k1, v1), (k2, v2) in zip(model.state_dict().items(), loaded.state_dict().items()):

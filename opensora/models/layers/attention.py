@@ -73,7 +73,7 @@ class SelfAttention(nn.Module):
     ) -> None:
         super().__init__()
         if dim % num_heads != 0:
-            raise ValueError(f"hidden size {dim} is not divisible by num_heads {num_heads}")
+            raise ConfigError(f"hidden size {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
@@ -117,7 +117,7 @@ class CrossAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
         if dim % num_heads != 0:
-            raise ValueError(f"hidden size {dim} is not divisible by num_heads {num_heads}")
+            raise ConfigError(f"hidden size {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.q_linear = nn.Linear(dim, dim)

@@ -22,6 +22,14 @@ def select_frames(x_mask: torch.Tensor, x: torch.Tensor, x_cond: torch.Tensor, T
     return out.view(B, N, C)
 
 
+def tile_rows(x: torch.Tensor | None, batch_size: int) -> torch.Tensor | None:
+    """Repeat ``x`` [b, ...] along the batch to [batch_size, ...] (guidance doubles the batch of
+    the latents but may pass the text mask once); None stays None."""
+    if x is None or x.shape[0] == batch_size:
+        return x
+    return x.repeat(batch_size // x.shape[0], *([1] * (x.ndim - 1)))
+
+
 def attend_within_frames(attn: nn.Module, x: torch.Tensor, T: int, S: int) -> torch.Tensor:
     """Spatial self-attention: each frame's ``S`` tokens of ``x`` [B, T*S, C] attend to each other."""
     B, N, C = x.shape

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from opensora.errors import ConfigError
+
 
 class Mlp(nn.Module):
     """Two linear layers with an activation between them (tanh-approximated GELU by default)."""
@@ -103,7 +105,7 @@ class PositionEmbedding2D(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
         if dim % 4 != 0:
-            raise ValueError(f"2-D position embedding needs a hidden size divisible by 4, got {dim}")
+            raise ConfigError(f"2-D position embedding needs a hidden size divisible by 4, got {dim}")
         self.dim = dim
 
     def _sincos(self, positions: torch.Tensor) -> torch.Tensor:
@@ -121,6 +123,17 @@ class PositionEmbedding2D(nn.Module):
         row_of_token = rows.repeat_interleave(w)  # token i*w + j -> row i
         emb = torch.cat([self._sincos(col_of_token), self._sincos(row_of_token)], dim=-1)
         return emb[None].to(dtype or emb.dtype)  # (1, h*w, dim)
+
+    def for_resolution(
+        self, h: int, w: int, pixels: float, base_resolution: float, device=None, dtype=None
+    ) -> torch.Tensor:
+        """The table of an h x w patch grid of a picture of ``pixels`` pixels (height * width).
+
+        Positions are divided by sqrt(pixels) / ``base_resolution`` (the training resolution's side)
+        and stretched to the square grid of as many tokens, as the 1.1 and 1.2 models were trained.
+        """
+        scale = pixels**0.5 / base_resolution
+        return self(h, w, scale=scale, base_size=round((h * w) ** 0.5), device=device, dtype=dtype)
 
 
 class CaptionEmbedder(nn.Module):

@@ -10,12 +10,13 @@ temporal attention; the released weights were trained that way.
 
 from __future__ import annotations
 
+import math
+
 import torch
-import torch.utils.checkpoint
 from torch import nn
 
 from opensora.errors import ConfigError
-from opensora.models.layers.attention import CrossAttention, SelfAttention, set_attention_backend
+from opensora.models.layers.attention import CrossAttention, SelfAttention
 from opensora.models.layers.blocks import (
     FREEZE_CHOICES,
     DropPath,
@@ -24,7 +25,7 @@ from opensora.models.layers.blocks import (
     attend_within_frames,
     freeze_parameters,
     modulate,
-    unpatchify,
+    tile_rows,
 )
 from opensora.models.layers.embed import (
     CaptionEmbedder,
@@ -35,9 +36,7 @@ from opensora.models.layers.embed import (
     sincos_1d,
 )
 from opensora.models.layers.norm import layer_norm
-from opensora.models.modeling import ModelMixin
-from opensora.models.presets import preset_factory, register_presets
-from opensora.registry import MODELS
+from opensora.models.stdit.base import DiffusionTransformer, drop_path_rates, linears
 
 
 class STDiTBlock(nn.Module):
@@ -92,7 +91,7 @@ class STDiTBlock(nn.Module):
         return x + self.drop_path(gate_mlp * h)
 
 
-class STDiT(ModelMixin):
+class STDiT(DiffusionTransformer):
     """Open-Sora 1.0 diffusion transformer; arguments are the fields of the release configs.
 
     ``dtype`` and the kernel/parallelism switches of the release are runtime settings and are
@@ -127,28 +126,19 @@ class STDiT(ModelMixin):
         enable_sequence_parallelism: bool = False,
     ) -> None:
         super().__init__()
-        self.register_config(
-            input_size=input_size, in_channels=in_channels, patch_size=patch_size, hidden_size=hidden_size,
-            depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, class_dropout_prob=class_dropout_prob,
-            pred_sigma=pred_sigma, drop_path=drop_path, no_temporal_pos_emb=no_temporal_pos_emb,
-            caption_channels=caption_channels, model_max_length=model_max_length, space_scale=space_scale,
-            time_scale=time_scale, freeze=freeze,
-        )  # fmt: skip
+        self.register_arguments(locals())
         if enable_sequence_parallelism:
             raise ConfigError("STDiT (v1.0): sequence parallelism is not supported for this model")
         if freeze not in FREEZE_CHOICES:
             raise ConfigError(f"STDiT: freeze must be one of {FREEZE_CHOICES}, got {freeze!r}")
         self.input_size = tuple(int(s) for s in input_size)
         self.patch_size = tuple(int(p) for p in patch_size)
-        self.grid = tuple(s // p for s, p in zip(self.input_size, self.patch_size))  # patches along T, H, W
         if any(s % p for s, p in zip(self.input_size, self.patch_size)):
             raise ConfigError(f"STDiT: input_size {list(self.input_size)} is not a multiple of patch_size "
                               f"{list(self.patch_size)}")  # fmt: skip
-        self.in_channels = in_channels
+        self.grid = tuple(s // p for s, p in zip(self.input_size, self.patch_size))  # patches along T, H, W
         self.out_channels = in_channels * 2 if pred_sigma else in_channels
-        self.hidden_size = hidden_size
         self.no_temporal_pos_emb = no_temporal_pos_emb
-        self.grad_checkpointing = False
 
         # fixed sin-cos tables saved in the checkpoints: (1, H*W, C) and (1, T, C)
         T, H, W = self.grid
@@ -158,51 +148,24 @@ class STDiT(ModelMixin):
         self.t_embedder = TimestepEmbedder(hidden_size)
         self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
         self.y_embedder = CaptionEmbedder(caption_channels, hidden_size, class_dropout_prob, model_max_length)
-        # plain floats: the constructor also runs on the meta device, where tensors hold no values
-        drop_rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
             STDiTBlock(hidden_size, num_heads, mlp_ratio, p, layernorm_kernel=enable_layernorm_kernel)
-            for p in drop_rates
+            for p in drop_path_rates(drop_path, depth)
         )
-        num_patch = self.patch_size[0] * self.patch_size[1] * self.patch_size[2]
-        self.final_layer = FinalLayer(hidden_size, num_patch, self.out_channels)
+        self.final_layer = FinalLayer(hidden_size, math.prod(self.patch_size), self.out_channels)
 
         self.initialize_weights()
         self.set_attention_backend("flash" if enable_flashattn or enable_flash_attn else "sdpa")
-        self._freeze(freeze)
-
-    # ---- runtime switches -------------------------------------------------------------------
-    def set_attention_backend(self, backend: str) -> None:
-        """Choose the attention kernel of every block: "sdpa", "flash" or "math"."""
-        set_attention_backend(self, backend)
-
-    def set_grad_checkpointing(self, enabled: bool = True) -> None:
-        """Recompute block activations in the backward pass instead of storing them."""
-        self.grad_checkpointing = enabled
-
-    def _freeze(self, freeze: str | None) -> None:
         freeze_parameters(self, freeze)
 
-    # ---- initialisation (used when training from scratch) -------------------------------------
     def initialize_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
-        nn.init.xavier_uniform_(self.x_embedder.proj.weight.view(self.hidden_size, -1))
-        nn.init.zeros_(self.x_embedder.proj.bias)
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
-        nn.init.normal_(self.t_block[1].weight, std=0.02)
-        nn.init.normal_(self.y_embedder.y_proj.fc1.weight, std=0.02)
-        nn.init.normal_(self.y_embedder.y_proj.fc2.weight, std=0.02)
-        for block in self.blocks:
-            # text and time start switched off, so a pretrained image model is a valid start
-            nn.init.zeros_(block.cross_attn.proj.weight)
-            nn.init.zeros_(block.attn_temp.proj.weight)
-        nn.init.zeros_(self.final_layer.linear.weight)
+        """The release's initialisation; text and time start switched off (zero output projections),
+        so a pretrained image model is a valid start."""
+        self.init_weights(
+            normal=linears(self.t_embedder, self.t_block, self.y_embedder),
+            zero=[*(m for b in self.blocks for m in (b.cross_attn.proj, b.attn_temp.proj)), self.final_layer.linear],
+        )
 
-    # ---- forward ------------------------------------------------------------------------------
     def forward(
         self,
         x: torch.Tensor,
@@ -210,19 +173,24 @@ class STDiT(ModelMixin):
         y: torch.Tensor,
         mask: torch.Tensor | None = None,
         x_mask: torch.Tensor | None = None,
-        **unused,
+        height: torch.Tensor | None = None,
+        width: torch.Tensor | None = None,
+        num_frames: torch.Tensor | None = None,
+        ar: torch.Tensor | None = None,
+        fps: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict [B, out_channels, T, H, W] from a noisy latent ``x`` [B, C, T, H, W] of ``input_size``.
 
         ``y`` [B, 1, L, caption_channels] and its ``mask`` [B, L] (tiled when it has fewer rows).
-        Frame conditioning did not exist in 1.0: an ``x_mask`` other than all-True is refused.
-        Other keyword arguments of the shared sampling loops (sizes, fps) are ignored.
+        Frame conditioning did not exist in 1.0: an ``x_mask`` other than all-True is refused. The
+        size arguments the shared sampling and training code pass (``height``, ``width``,
+        ``num_frames``, ``ar``, ``fps``) are accepted and ignored: 1.0 was trained at one size.
         """
         if tuple(x.shape[2:]) != self.input_size:
-            raise ValueError(f"STDiT (v1.0) was built for latents of size {list(self.input_size)} (T, H, W) "
-                             f"but got {list(x.shape[2:])}; it does not pad or resize")  # fmt: skip
+            raise ConfigError(f"STDiT (v1.0) was built for latents of size {list(self.input_size)} (T, H, W) "
+                              f"but got {list(x.shape[2:])}; it does not pad or resize")  # fmt: skip
         if x_mask is not None and not bool(x_mask.all()):
-            raise ValueError("STDiT (v1.0) cannot condition on frames (x_mask); use STDiT2 or STDiT3")
+            raise ConfigError("STDiT (v1.0) cannot condition on frames (x_mask); use STDiT2 or STDiT3")
         dtype = self.x_embedder.proj.weight.dtype
         B = x.shape[0]
         T, H, W = self.grid
@@ -234,30 +202,18 @@ class STDiT(ModelMixin):
         t = self.t_embedder(timestep)  # (B, hidden)
         t_mod = self.t_block(t)  # (B, 6*hidden)
         y = self.y_embedder(y, self.training).squeeze(1)  # (B, L, hidden)
-        if mask is not None and mask.shape[0] != B:
-            mask = mask.repeat(B // mask.shape[0], 1)
+        mask = tile_rows(mask, B)
 
         temporal_pos = None if self.no_temporal_pos_emb else self.pos_embed_temporal.to(dtype)
         for i, block in enumerate(self.blocks):
-            x = self._run_block(block, x, y, t_mod, mask, temporal_pos if i == 0 else None, T, S)
+            x = self.run_block(block, x, y, t_mod, mask, temporal_pos if i == 0 else None, T, S)
 
         x = self.final_layer(x, t)  # (B, T*S, patch_volume*out_channels)
-        return unpatchify(x, self.grid, self.patch_size, self.out_channels).float()
-
-    def _run_block(self, block: STDiTBlock, *args) -> torch.Tensor:
-        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
-        return block(*args)
+        return self.unpatchify(x, self.grid).float()
 
 
 STDIT_PRESETS: dict[str, dict] = {
     "STDiT-XL/2": dict(depth=28, hidden_size=1152, patch_size=(1, 2, 2), num_heads=16),
 }
 
-
-def build_stdit(preset: str | None = None, from_pretrained: str | None = None, **kwargs) -> STDiT:
-    """Build STDiT from a preset name plus overrides, loading weights when given."""
-    return preset_factory(STDiT, STDIT_PRESETS.get(preset))(from_pretrained=from_pretrained, **kwargs)
-
-
-register_presets(MODELS, STDiT, STDIT_PRESETS)
+STDiT.register_presets(STDIT_PRESETS)

@@ -14,12 +14,13 @@ Released behaviours kept because the 1.1 weights were trained with them:
 
 from __future__ import annotations
 
+import math
+
 import torch
-import torch.utils.checkpoint
 from torch import nn
 
 from opensora.errors import ConfigError
-from opensora.models.layers.attention import CrossAttention, SelfAttention, set_attention_backend
+from opensora.models.layers.attention import CrossAttention, SelfAttention
 from opensora.models.layers.blocks import (
     FREEZE_CHOICES,
     DropPath,
@@ -29,7 +30,7 @@ from opensora.models.layers.blocks import (
     freeze_parameters,
     modulate,
     select_frames,
-    unpatchify,
+    tile_rows,
 )
 from opensora.models.layers.embed import (
     CaptionEmbedder,
@@ -41,9 +42,7 @@ from opensora.models.layers.embed import (
 )
 from opensora.models.layers.norm import layer_norm
 from opensora.models.layers.rotary import RotaryEmbedding
-from opensora.models.modeling import ModelMixin
-from opensora.models.presets import preset_factory, register_presets
-from opensora.registry import MODELS
+from opensora.models.stdit.base import DiffusionTransformer, drop_path_rates, linears
 
 SIZE_ARGUMENTS = ("num_frames", "height", "width", "ar", "fps")
 
@@ -124,15 +123,16 @@ class STDiT2Block(nn.Module):
         return x + self.drop_path(per_frame(gate(5), spatial, spatial0, h))
 
 
-class STDiT2(ModelMixin):
+class STDiT2(DiffusionTransformer):
     """Open-Sora 1.1 diffusion transformer; arguments are the fields of the release's config.json.
 
-    ``qk_norm_legacy`` (default True, as released) rotates q/k before their RMSNorm.
-    ``no_temporal_pos_emb`` is accepted for compatibility; positions along time come from the
-    rotary embedding either way. The kernel switches are runtime settings and are not saved.
+    ``qk_norm_legacy`` (default True, as released) rotates q/k before their RMSNorm. The release's
+    ``no_temporal_pos_emb`` had no effect (positions along time come from the rotary embedding):
+    it is accepted in configs and dropped. The kernel switches are runtime settings, not saved.
     """
 
     RUNTIME_KEYS = ("enable_flash_attn", "enable_layernorm_kernel")
+    IGNORED_CONFIG_KEYS = ("no_temporal_pos_emb",)
 
     def __init__(
         self,
@@ -147,7 +147,6 @@ class STDiT2(ModelMixin):
         class_dropout_prob: float = 0.1,
         pred_sigma: bool = True,
         drop_path: float = 0.0,
-        no_temporal_pos_emb: bool = False,
         caption_channels: int = 4096,
         model_max_length: int = 120,
         freeze: str | None = None,
@@ -157,23 +156,14 @@ class STDiT2(ModelMixin):
         enable_layernorm_kernel: bool = False,
     ) -> None:
         super().__init__()
-        self.register_config(
-            input_size=input_size, input_sq_size=input_sq_size, in_channels=in_channels, patch_size=patch_size,
-            hidden_size=hidden_size, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
-            class_dropout_prob=class_dropout_prob, pred_sigma=pred_sigma, drop_path=drop_path,
-            no_temporal_pos_emb=no_temporal_pos_emb, caption_channels=caption_channels,
-            model_max_length=model_max_length, freeze=freeze, qk_norm=qk_norm, qk_norm_legacy=qk_norm_legacy,
-        )  # fmt: skip
+        self.register_arguments(locals())
         if hidden_size % 3 != 0:
             raise ConfigError(f"STDiT2: hidden_size {hidden_size} must be divisible by 3 (size embeddings)")
         if freeze not in FREEZE_CHOICES:
             raise ConfigError(f"STDiT2: freeze must be one of {FREEZE_CHOICES}, got {freeze!r}")
-        self.in_channels = in_channels
         self.out_channels = in_channels * 2 if pred_sigma else in_channels
         self.patch_size = tuple(patch_size)
-        self.hidden_size = hidden_size
         self.input_sq_size = input_sq_size
-        self.grad_checkpointing = False
 
         self.pos_embed = PositionEmbedding2D(hidden_size)
         self.x_embedder = PatchEmbed3D(self.patch_size, in_channels, hidden_size)
@@ -182,13 +172,12 @@ class STDiT2(ModelMixin):
         self.t_block_temp = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 3 * hidden_size))
         self.y_embedder = CaptionEmbedder(caption_channels, hidden_size, class_dropout_prob, model_max_length)
         self.rope = RotaryEmbedding(hidden_size // num_heads)
-        # plain floats: the constructor also runs on the meta device, where tensors hold no values
-        drop_rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
         block_args = dict(mlp_ratio=mlp_ratio, qk_norm=qk_norm, qk_norm_legacy=qk_norm_legacy,
                           rope=self.rope, layernorm_kernel=enable_layernorm_kernel)  # fmt: skip
-        self.blocks = nn.ModuleList(STDiT2Block(hidden_size, num_heads, drop_path=p, **block_args) for p in drop_rates)
-        num_patch = self.patch_size[0] * self.patch_size[1] * self.patch_size[2]
-        self.final_layer = FinalLayer(hidden_size, num_patch, self.out_channels, norm_twice=True)
+        self.blocks = nn.ModuleList(
+            STDiT2Block(hidden_size, num_heads, drop_path=p, **block_args) for p in drop_path_rates(drop_path, depth)
+        )
+        self.final_layer = FinalLayer(hidden_size, math.prod(self.patch_size), self.out_channels, norm_twice=True)
         # size conditioning: (height, width) and aspect ratio share the spatial embedding; frame
         # count and fps condition the temporal branch
         self.csize_embedder = SizeEmbedder(hidden_size // 3)
@@ -198,52 +187,23 @@ class STDiT2(ModelMixin):
 
         self.initialize_weights()
         self.set_attention_backend("flash" if enable_flash_attn else "sdpa")
-        self._freeze(freeze)
-
-    # ---- runtime switches -------------------------------------------------------------------
-    def set_attention_backend(self, backend: str) -> None:
-        """Choose the attention kernel of every block: "sdpa", "flash" or "math"."""
-        set_attention_backend(self, backend)
-
-    def set_grad_checkpointing(self, enabled: bool = True) -> None:
-        """Recompute block activations in the backward pass instead of storing them."""
-        self.grad_checkpointing = enabled
-
-    def _freeze(self, freeze: str | None) -> None:
         freeze_parameters(self, freeze)
         self.rope.freqs.requires_grad_(False)
 
-    # ---- initialisation (used when training from scratch) -------------------------------------
     def initialize_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
-        nn.init.xavier_uniform_(self.x_embedder.proj.weight.view(self.hidden_size, -1))
-        nn.init.zeros_(self.x_embedder.proj.bias)
-        for embedder in (self.t_embedder, self.csize_embedder, self.ar_embedder, self.fl_embedder, self.fps_embedder):
-            nn.init.normal_(embedder.mlp[0].weight, std=0.02)
-            nn.init.normal_(embedder.mlp[2].weight, std=0.02)
-        nn.init.normal_(self.t_block[1].weight, std=0.02)
-        nn.init.normal_(self.t_block_temp[1].weight, std=0.02)
-        nn.init.normal_(self.y_embedder.y_proj.fc1.weight, std=0.02)
-        nn.init.normal_(self.y_embedder.y_proj.fc2.weight, std=0.02)
-        for block in self.blocks:
-            # text and time start switched off, so a pretrained image model is a valid start
-            nn.init.zeros_(block.cross_attn.proj.weight)
-            nn.init.zeros_(block.attn_temp.proj.weight)
-        nn.init.zeros_(self.final_layer.linear.weight)
-
-    # ---- forward ------------------------------------------------------------------------------
-    def patch_grid(self, x: torch.Tensor) -> tuple[int, int, int]:
-        """Number of patches along T, H, W of a latent, after padding to the patch size."""
-        return tuple(-(-size // p) for size, p in zip(x.shape[-3:], self.patch_size))
+        """The release's initialisation; text and time start switched off (zero output projections),
+        so a pretrained image model is a valid start."""
+        embedders = (self.t_embedder, self.csize_embedder, self.ar_embedder, self.fl_embedder, self.fps_embedder)
+        self.init_weights(
+            normal=linears(*embedders, self.t_block, self.t_block_temp, self.y_embedder),
+            zero=[*(m for b in self.blocks for m in (b.cross_attn.proj, b.attn_temp.proj)), self.final_layer.linear],
+        )
 
     def _size_embeddings(self, B: int, sizes: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(spatial [B, hidden], temporal [B, hidden]) conditioning from the [B] size tensors."""
         missing = [name for name in SIZE_ARGUMENTS if sizes[name] is None]
         if missing:
-            raise ValueError(f"STDiT2 needs [B] tensors {', '.join(SIZE_ARGUMENTS)}; missing: {', '.join(missing)}")
+            raise ConfigError(f"STDiT2 needs [B] tensors {', '.join(SIZE_ARGUMENTS)}; missing: {', '.join(missing)}")
         hw = torch.stack([sizes["height"], sizes["width"]], dim=1)  # (B, 2)
         spatial = torch.cat([self.csize_embedder(hw, B), self.ar_embedder(sizes["ar"], B)], dim=1)
         temporal = self.fl_embedder(sizes["num_frames"], B) + self.fps_embedder(sizes["fps"], B)
@@ -261,7 +221,6 @@ class STDiT2(ModelMixin):
         width: torch.Tensor | None = None,
         ar: torch.Tensor | None = None,
         fps: torch.Tensor | None = None,
-        **unused,
     ) -> torch.Tensor:
         """Predict [B, out_channels, T, H, W] from a noisy latent ``x`` [B, C, T, H, W].
 
@@ -277,8 +236,8 @@ class STDiT2(ModelMixin):
         S = H * W
 
         # the position table is stretched by the pixel resolution of the first sample
-        scale = (height[0].item() * width[0].item()) ** 0.5 / self.input_sq_size
-        pos_emb = self.pos_embed(H, W, scale=scale, base_size=round(S**0.5), device=x.device, dtype=dtype)
+        pixels = height[0].item() * width[0].item()
+        pos_emb = self.pos_embed.for_resolution(H, W, pixels, self.input_sq_size, device=x.device, dtype=dtype)
         x = self.x_embedder(x)  # (B, T*S, hidden)
         x = (x.view(B, T, S, -1) + pos_emb[:, None]).view(B, T * S, -1)
 
@@ -291,30 +250,17 @@ class STDiT2(ModelMixin):
             t0_spatial, t0_temporal = self.t_block(t0_info), self.t_block_temp(t0 + frame_info)
 
         y = self.y_embedder(y, self.training).squeeze(1)  # (B, L, hidden)
-        if mask is not None and mask.shape[0] != B:
-            mask = mask.repeat(B // mask.shape[0], 1)
+        mask = tile_rows(mask, B)
 
-        for block in self.blocks:
-            x = self._run_block(block, x, y, t_spatial, t_temporal, mask, x_mask, t0_spatial, t0_temporal, T, S)
+        x = self.run_blocks(self.blocks, x, y, t_spatial, t_temporal, mask, x_mask, t0_spatial, t0_temporal, T, S)
 
         # as released: plain t on the normal branch, t0 + size embedding on the timestep-0 branch
         x = self.final_layer(x, t, x_mask, t0_info, T, S)  # (B, T*S, patch_volume*out_channels)
-        return unpatchify(x, (T, H, W), self.patch_size, self.out_channels)[:, :, :Tx, :Hx, :Wx].float()
-
-    def _run_block(self, block: STDiT2Block, *args) -> torch.Tensor:
-        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
-        return block(*args)
+        return self.unpatchify(x, (T, H, W))[:, :, :Tx, :Hx, :Wx].float()
 
 
 STDIT2_PRESETS: dict[str, dict] = {
     "STDiT2-XL/2": dict(depth=28, hidden_size=1152, patch_size=(1, 2, 2), num_heads=16),
 }
 
-
-def build_stdit2(preset: str | None = None, from_pretrained: str | None = None, **kwargs) -> STDiT2:
-    """Build STDiT2 from a preset name plus overrides, loading weights when given."""
-    return preset_factory(STDiT2, STDIT2_PRESETS.get(preset))(from_pretrained=from_pretrained, **kwargs)
-
-
-register_presets(MODELS, STDiT2, STDIT2_PRESETS)
+STDiT2.register_presets(STDIT2_PRESETS)

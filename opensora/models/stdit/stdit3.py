@@ -8,15 +8,15 @@ timestep (adaLN-single: one shared projection ``t_block`` plus a table per block
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
-import torch.utils.checkpoint
 from torch import nn
 
 from opensora.errors import ConfigError
-from opensora.models.layers.attention import CrossAttention, SelfAttention, set_attention_backend
-from opensora.models.layers.blocks import DropPath, FinalLayer, modulate, select_frames, unpatchify
+from opensora.models.layers.attention import CrossAttention, SelfAttention
+from opensora.models.layers.blocks import DropPath, FinalLayer, modulate, select_frames, tile_rows
 from opensora.models.layers.embed import (
     CaptionEmbedder,
     Mlp,
@@ -28,9 +28,7 @@ from opensora.models.layers.embed import (
 )
 from opensora.models.layers.norm import layer_norm
 from opensora.models.layers.rotary import RotaryEmbedding
-from opensora.models.modeling import ModelMixin
-from opensora.models.presets import preset_factory, register_presets
-from opensora.registry import MODELS
+from opensora.models.stdit.base import DiffusionTransformer, drop_path_rates, linears
 
 
 class STDiT3Block(nn.Module):
@@ -101,7 +99,7 @@ class STDiT3Block(nn.Module):
         return x + self.drop_path(per_frame(gate, 5, h))
 
 
-class STDiT3(ModelMixin):
+class STDiT3(DiffusionTransformer):
     """Open-Sora 1.2 diffusion transformer; arguments are the fields of the release's config.json."""
 
     RUNTIME_KEYS = ("enable_flash_attn", "enable_layernorm_kernel", "enable_sequence_parallelism")
@@ -131,17 +129,9 @@ class STDiT3(ModelMixin):
         enable_sequence_parallelism: bool = False,
     ) -> None:
         super().__init__()
-        self.register_config(
-            input_size=input_size, input_sq_size=input_sq_size, in_channels=in_channels, patch_size=patch_size,
-            hidden_size=hidden_size, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
-            class_dropout_prob=class_dropout_prob, pred_sigma=pred_sigma, drop_path=drop_path,
-            caption_channels=caption_channels, model_max_length=model_max_length, qk_norm=qk_norm,
-            only_train_temporal=only_train_temporal, freeze_y_embedder=freeze_y_embedder,
-            skip_y_embedder=skip_y_embedder, temporal_pos_embed=temporal_pos_embed,
-        )  # fmt: skip
+        self.register_arguments(locals())
         if enable_sequence_parallelism:
             raise ConfigError("STDiT3: sequence parallelism is applied by opensora.acceleration, not by the model")
-        self.in_channels = in_channels
         self.out_channels = in_channels * 2 if pred_sigma else in_channels
         self.patch_size = tuple(patch_size)
         self.hidden_size = hidden_size
@@ -151,7 +141,6 @@ class STDiT3(ModelMixin):
         # the first frame from the last, which the mean path of a moving object needs. Off as in the
         # release; the demo model turns it on (a fixed sin-cos table over latent frames, no weights).
         self.temporal_pos_embed = temporal_pos_embed
-        self.grad_checkpointing = False
         # set by opensora.acceleration.sequence_parallel: shard(T, S) -> an object with split/attend/gather
         self.sequence_parallel = None
 
@@ -162,8 +151,7 @@ class STDiT3(ModelMixin):
         self.fps_embedder = SizeEmbedder(hidden_size)
         self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
         self.y_embedder = CaptionEmbedder(caption_channels, hidden_size, class_dropout_prob, model_max_length)
-        # plain floats: the constructor also runs on the meta device, where tensors hold no values
-        drop_rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
+        drop_rates = drop_path_rates(drop_path, depth)
         block_args = dict(qk_norm=qk_norm, layernorm_kernel=enable_layernorm_kernel, mlp_ratio=mlp_ratio)
         self.spatial_blocks = nn.ModuleList(
             STDiT3Block(hidden_size, num_heads, drop_path=p, **block_args) for p in drop_rates
@@ -172,21 +160,11 @@ class STDiT3(ModelMixin):
             STDiT3Block(hidden_size, num_heads, drop_path=p, temporal=True, rope=self.rope, **block_args)
             for p in drop_rates
         )
-        num_patch = self.patch_size[0] * self.patch_size[1] * self.patch_size[2]
-        self.final_layer = FinalLayer(hidden_size, num_patch, self.out_channels)
+        self.final_layer = FinalLayer(hidden_size, math.prod(self.patch_size), self.out_channels)
 
         self.initialize_weights()
         self.set_attention_backend("flash" if enable_flash_attn else "sdpa")
         self._freeze(only_train_temporal, freeze_y_embedder)
-
-    # ---- runtime switches -------------------------------------------------------------------
-    def set_attention_backend(self, backend: str) -> None:
-        """Choose the attention kernel of every block: "sdpa", "flash" or "math"."""
-        set_attention_backend(self, backend)
-
-    def set_grad_checkpointing(self, enabled: bool = True) -> None:
-        """Recompute block activations in the backward pass instead of storing them."""
-        self.grad_checkpointing = enabled
 
     def _freeze(self, only_train_temporal: bool, freeze_y_embedder: bool) -> None:
         if only_train_temporal:
@@ -196,42 +174,20 @@ class STDiT3(ModelMixin):
             self.y_embedder.requires_grad_(False)
         self.rope.freqs.requires_grad_(False)
 
-    # ---- initialisation (used when training from scratch) -------------------------------------
     def initialize_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
-        nn.init.xavier_uniform_(self.x_embedder.proj.weight.view(self.hidden_size, -1))
-        nn.init.zeros_(self.x_embedder.proj.bias)
-        for embedder in (self.t_embedder, self.fps_embedder):
-            nn.init.normal_(embedder.mlp[0].weight, std=0.02)
-            nn.init.normal_(embedder.mlp[2].weight, std=0.02)
-        nn.init.normal_(self.t_block[1].weight, std=0.02)
-        nn.init.normal_(self.y_embedder.y_proj.fc1.weight, std=0.02)
-        nn.init.normal_(self.y_embedder.y_proj.fc2.weight, std=0.02)
-        # temporal blocks start as the identity, so a spatial (image) model is a valid start
-        for block in self.temporal_blocks:
-            nn.init.zeros_(block.attn.proj.weight)
-            nn.init.zeros_(block.cross_attn.proj.weight)
-            nn.init.zeros_(block.mlp.fc2.weight)
-        for block in self.spatial_blocks:
-            nn.init.zeros_(block.cross_attn.proj.weight)
-
-    # ---- forward ------------------------------------------------------------------------------
-    def patch_grid(self, x: torch.Tensor) -> tuple[int, int, int]:
-        """Number of patches along T, H, W of a latent, after padding to the patch size."""
-        return tuple(-(-size // p) for size, p in zip(x.shape[-3:], self.patch_size))
+        """The release's initialisation; temporal blocks start as the identity and text switched off
+        (zero output projections), so a spatial (image) model is a valid start."""
+        temporal = (m for b in self.temporal_blocks for m in (b.attn.proj, b.cross_attn.proj, b.mlp.fc2))
+        self.init_weights(
+            normal=linears(self.t_embedder, self.fps_embedder, self.t_block, self.y_embedder),
+            zero=[*temporal, *(b.cross_attn.proj for b in self.spatial_blocks)],
+        )
 
     def encode_text(self, y: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Caption [B, 1, L, C_text] -> tokens [B, L, hidden] and their mask [B, L] (tiled to B)."""
-        B = y.shape[0]
         if not self.skip_y_embedder:
             y = self.y_embedder(y, self.training)
-        y = y.squeeze(1)  # (B, L, hidden)
-        if mask is not None and mask.shape[0] != B:
-            mask = mask.repeat(B // mask.shape[0], 1)
-        return y, mask
+        return y.squeeze(1), tile_rows(mask, y.shape[0])  # (B, L, hidden), (B, L)
 
     def forward(
         self,
@@ -243,9 +199,15 @@ class STDiT3(ModelMixin):
         fps: torch.Tensor | None = None,
         height: torch.Tensor | None = None,
         width: torch.Tensor | None = None,
-        **unused,
+        num_frames: torch.Tensor | None = None,
+        ar: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Predict [B, out_channels, T, H, W] from a noisy latent ``x`` [B, C, T, H, W]."""
+        """Predict [B, out_channels, T, H, W] from a noisy latent ``x`` [B, C, T, H, W].
+
+        ``fps`` [B] (default 24) conditions the timestep embedding and ``height``/``width`` [B]
+        (pixels; default 8x the latent's) stretch the position table. ``num_frames`` and ``ar``,
+        which the shared sampling and training code pass, are accepted and ignored, as released.
+        """
         dtype = self.x_embedder.proj.weight.dtype
         B, _, Tx, Hx, Wx = x.shape
         x, timestep, y = x.to(dtype), timestep.to(dtype), y.to(dtype)
@@ -254,8 +216,7 @@ class STDiT3(ModelMixin):
 
         # the position table is stretched by the pixel resolution of the first sample
         pixels = height[0].item() * width[0].item() if height is not None else (Hx * 8) * (Wx * 8)
-        scale = pixels**0.5 / self.input_sq_size
-        pos_emb = self.pos_embed(H, W, scale=scale, base_size=round(S**0.5), device=x.device, dtype=dtype)
+        pos_emb = self.pos_embed.for_resolution(H, W, pixels, self.input_sq_size, device=x.device, dtype=dtype)
 
         fps = fps if fps is not None else torch.full((B,), 24.0, device=x.device)
         fps_emb = self.fps_embedder(fps.to(dtype), B)
@@ -281,20 +242,12 @@ class STDiT3(ModelMixin):
         S_local = x.shape[1] // T
         attend = shard.attend if shard is not None else None
         for spatial, temporal in zip(self.spatial_blocks, self.temporal_blocks):
-            x = self._run_block(spatial, x, y, t_mod, y_mask, x_mask, t0_mod, T, S_local, attend)
-            x = self._run_block(temporal, x, y, t_mod, y_mask, x_mask, t0_mod, T, S_local)
+            x = self.run_block(spatial, x, y, t_mod, y_mask, x_mask, t0_mod, T, S_local, attend)
+            x = self.run_block(temporal, x, y, t_mod, y_mask, x_mask, t0_mod, T, S_local)
 
         x = self.final_layer(x, t, x_mask, t0, T, S_local)  # (B, T*S_local, patch_volume*out_channels)
         x = shard.gather(x) if shard is not None else x  # (B, T*S, patch_volume*out_channels)
-        return self.unpatchify(x, T, H, W)[:, :, :Tx, :Hx, :Wx].float()
-
-    def _run_block(self, block: STDiT3Block, *args) -> torch.Tensor:
-        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
-        return block(*args)
-
-    def unpatchify(self, x: torch.Tensor, T: int, H: int, W: int) -> torch.Tensor:
-        return unpatchify(x, (T, H, W), self.patch_size, self.out_channels)
+        return self.unpatchify(x, (T, H, W))[:, :, :Tx, :Hx, :Wx].float()
 
 
 STDIT3_PRESETS: dict[str, dict] = {
@@ -302,10 +255,4 @@ STDIT3_PRESETS: dict[str, dict] = {
     "STDiT3-3B/2": dict(depth=28, hidden_size=1872, patch_size=(1, 2, 2), num_heads=26),
 }
 
-
-def build_stdit3(preset: str | None = None, from_pretrained: str | None = None, **kwargs) -> STDiT3:
-    """Build STDiT3 from a preset name plus overrides, loading weights when given."""
-    return preset_factory(STDiT3, STDIT3_PRESETS.get(preset))(from_pretrained=from_pretrained, **kwargs)
-
-
-register_presets(MODELS, STDiT3, STDIT3_PRESETS)
+STDiT3.register_presets(STDIT3_PRESETS)
