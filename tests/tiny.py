@@ -1,28 +1,19 @@
 """Tiny model configs shared by the tests (seconds on a CPU, same code paths as the full models)."""
 
-TINY_TEXT_ENCODER = dict(type="hash", output_dim=32, model_max_length=8)
-TINY_STDIT3 = dict(type="STDiT3", depth=2, hidden_size=64, num_heads=4, caption_channels=32, model_max_length=8)
-TINY_STDIT = dict(
-    type="STDiT", input_size=(3, 8, 8), depth=2, hidden_size=64, num_heads=4, caption_channels=32, model_max_length=8
-)
-TINY_STDIT2 = dict(type="STDiT2", depth=2, hidden_size=48, num_heads=4, caption_channels=32, model_max_length=8)
-TINY_VAE_2D = dict(
-    type="VideoAutoencoderKL",
-    micro_batch_size=4,
-    AutoencoderKL_config=dict(
-        block_out_channels=[8, 16, 16, 32],
-        down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4,
-        layers_per_block=1,
-        norm_num_groups=4,
-        latent_channels=4,
-    ),
-)
-TINY_VAE_TEMPORAL = dict(
-    type="VAE_Temporal", filters=8, num_res_blocks=2, channel_multipliers=[1, 2, 2, 4],
-    temporal_downsample=[False, True, True], num_groups=4,
-)  # fmt: skip
-TINY_VAE = dict(type="VideoAutoencoderPipeline", vae_2d=TINY_VAE_2D, vae_temporal=TINY_VAE_TEMPORAL)
+from pathlib import Path
+
+from opensora.config import read_config
+
+# the tiny models of the CPU configs (configs/_base_/tiny.py), so tests and configs share one source
+_TINY = read_config(Path(__file__).parents[1] / "configs" / "_base_" / "tiny.py")["_tiny"]
+
+TINY_TEXT_ENCODER = _TINY["text_encoder"]
+TINY_STDIT = {**_TINY["stdit"], "input_size": (3, 8, 8)}
+TINY_STDIT2 = _TINY["stdit2"]
+TINY_STDIT3 = _TINY["stdit3"]
+TINY_VAE_2D = _TINY["vae_2d"]
+TINY_VAE_TEMPORAL = _TINY["vae_temporal"]
+TINY_VAE = _TINY["vae"]
 
 
 def randomise_weights(model, seed: int = 0):

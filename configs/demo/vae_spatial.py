@@ -12,18 +12,8 @@ dataset = dict(num_frames=4, frame_interval=4)  # 4 frames spread over each clip
 batch_size = 16
 mixed_strategy = None
 mixed_image_ratio = 0.0
-model = dict(
-    _delete_=True,
-    type="VideoAutoencoderKL",
-    AutoencoderKL_config=dict(
-        block_out_channels=[16, 32, 32],
-        down_block_types=["DownEncoderBlock2D"] * 3,
-        up_block_types=["UpDecoderBlock2D"] * 3,
-        layers_per_block=1,
-        norm_num_groups=8,
-        latent_channels=4,
-    ),
-)
+# the per-frame VAE of step 2's pipeline, alone
+model = dict(_delete_=True, type="VideoAutoencoderKL", AutoencoderKL_config=_base_.model.vae_2d.AutoencoderKL_config)
 use_real_rec_loss = True
 use_z_rec_loss = False
 perceptual_loss_weight = 0.0

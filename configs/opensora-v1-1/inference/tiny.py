@@ -1,34 +1,12 @@
 # A tiny random Open-Sora 1.1 stack (STDiT2, per-frame VAE, hashing text encoder, IDDPM): runs in
 # seconds on a CPU, nothing downloaded; the output is noise of the requested shape.
-_base_ = ["sample.py"]
+_base_ = ["sample.py", "../../_base_/tiny.py"]
 
 num_frames = 8
 image_size = (64, 96)
-model = dict(
-    _delete_=True,
-    type="STDiT2",
-    depth=2,
-    hidden_size=48,
-    num_heads=4,
-    caption_channels=32,
-    model_max_length=8,
-    input_sq_size=512,
-    qk_norm=True,
-)
-vae = dict(
-    _delete_=True,
-    type="VideoAutoencoderKL",
-    micro_batch_size=4,
-    AutoencoderKL_config=dict(
-        block_out_channels=[8, 16, 16, 32],
-        down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4,
-        layers_per_block=1,
-        norm_num_groups=4,
-        latent_channels=4,
-    ),
-)
-text_encoder = dict(_delete_=True, type="hash", output_dim=32, model_max_length=8)
+model = dict(_base_._tiny.stdit2, _delete_=True, input_sq_size=512, qk_norm=True)
+vae = dict(_base_._tiny.vae_2d, _delete_=True)
+text_encoder = dict(_base_._tiny.text_encoder, _delete_=True)
 scheduler = dict(num_sampling_steps=5)
 dtype = "fp32"
 save_dir = "samples"

@@ -2,6 +2,8 @@
 # (the bucket sampler), the SD VAE per frame, T5-XXL with 200 tokens, IDDPM, conditioning masks.
 #   torchrun --standalone --nproc_per_node 8 scripts/train.py configs/opensora-v1-1/train/stage1.py \
 #       --data-path data/meta.csv --ckpt-path PIXART_INIT
+_base_ = ["../../_base_/v1_1_models.py", "../../_base_/mask_ratios.py"]
+
 dataset = dict(type="VariableVideoTextDataset", data_path=None, frame_interval=3, transform_name="resize_crop")
 # {resolution: {num_frames: (keep_prob, batch_size)}}
 bucket_config = {
@@ -14,31 +16,9 @@ bucket_config = {
     "720p": {1: (0.4, 40), 16: (0.6, 3), 32: (0.6, 1)},
     "1024": {1: (0.3, 40)},
 }
-mask_ratios = {
-    "random": 0.05,
-    "intepolate": 0.005,
-    "quarter_random": 0.005,
-    "quarter_head": 0.005,
-    "quarter_tail": 0.005,
-    "quarter_head_tail": 0.005,
-    "image_random": 0.025,
-    "image_head": 0.05,
-    "image_tail": 0.025,
-    "image_head_tail": 0.025,
-}
 num_workers = 8
 
-model = dict(
-    type="STDiT2-XL/2",
-    from_pretrained=None,  # PixArt-alpha 512 in STDiT2's layout: --ckpt-path PIXART_INIT
-    input_sq_size=512,
-    qk_norm=True,
-    qk_norm_legacy=True,
-    enable_flash_attn=True,
-    enable_layernorm_kernel=True,
-)
-vae = dict(type="VideoAutoencoderKL", from_pretrained="stabilityai/sd-vae-ft-ema", micro_batch_size=4)
-text_encoder = dict(type="t5", from_pretrained="DeepFloyd/t5-v1_1-xxl", model_max_length=200)
+model = dict(from_pretrained=None)  # PixArt-alpha 512 in STDiT2's layout: --ckpt-path PIXART_INIT
 scheduler = dict(type="iddpm", timestep_respacing="")  # all 1000 steps for training
 
 plugin = "zero2"

@@ -5,6 +5,7 @@
 # PIXART_INIT is PixArt-Sigma XL/2 in STDiT3's layout (a from_pretrained folder or weights file). Loading is
 # strict, so it must also hold the temporal blocks PixArt lacks (zero-initialised ones make them the identity).
 # No absolute paths: data comes from --data-path, models from hub ids or --ckpt-path, outputs go to --outputs.
+_base_ = ["../../_base_/mask_ratios.py"]
 
 # ---- data: each bucket is {num_frames: (keep_prob, batch_size)}; a sample lands in the largest
 # resolution it has 80% of the pixels for, then in the longest clip it is long enough for
@@ -21,18 +22,6 @@ bucket_config = {
     "1080p": {1: (0.1, 8)},
 }
 num_workers = 8
-mask_ratios = {
-    "random": 0.05,
-    "intepolate": 0.005,
-    "quarter_random": 0.005,
-    "quarter_head": 0.005,
-    "quarter_tail": 0.005,
-    "quarter_head_tail": 0.005,
-    "image_random": 0.025,
-    "image_head": 0.05,
-    "image_tail": 0.025,
-    "image_head_tail": 0.025,
-}
 
 # ---- models
 model = dict(

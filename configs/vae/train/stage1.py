@@ -7,16 +7,8 @@
 # what this file sets; it is meant for one 80 GB GPU per process.
 # No absolute paths: data comes from --data-path, weights from hub ids or --ckpt-path, outputs go to --outputs.
 
-# ---- data: every clip 17 frames of 256 x 256 (images are repeated to 17 frames)
-dataset = dict(
-    type="VideoTextDataset",
-    data_path=None,
-    num_frames=17,
-    frame_interval=1,
-    image_size=(256, 256),
-    transform_name="resize_crop",
-)
-batch_size = 1
+# ---- data: every clip 17 frames of 256 x 256 (images are repeated to 17 frames), batch 1 per process
+_base_ = ["../../_base_/vae_clips.py"]
 num_workers = 16
 mixed_strategy = "mixed_video_image"
 mixed_image_ratio = 0.2
