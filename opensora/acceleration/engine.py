@@ -171,11 +171,6 @@ def _back_off(scaler: torch.amp.GradScaler) -> None:
     scaler.load_state_dict({**scaler.state_dict(), "_growth_tracker": 0})
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The user's module under a DDP wrapper (FSDP2 shards in place, so it is its own)."""
-    return model.module if isinstance(model, DistributedDataParallel) else model
-
-
 # ---- building -----------------------------------------------------------------------------------
 def _check_choices(plugin: str, precision: str, dims: ParallelDims) -> None:
     if plugin not in PLUGINS:

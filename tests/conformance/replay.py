@@ -148,9 +148,10 @@ def replay_vae_encode(model, fixture: Fixture, call: dict) -> dict[str, torch.Te
 
 
 def replay_vae_posterior(model, fixture: Fixture, call: dict) -> dict[str, torch.Tensor]:
-    """A note-only record: the temporal posterior of the input video's spatial latents."""
-    x_z = model.spatial_vae.encode(fixture.tensors["input.x"], sample=False)
-    mean, logvar = model.temporal_posterior(x_z)
+    """A note-only record: the temporal posterior of the input video's spatial latents, micro-clips
+    joined in time (the training pass keeps one posterior per micro-clip)."""
+    posteriors = model(fixture.tensors["input.x"], sample=False, decode_pixels=False).posteriors
+    mean, logvar = (torch.cat([getattr(p, name) for p in posteriors], dim=2) for name in ("mean", "logvar"))
     names = output_names(call)
     return {names[0]: mean, names[1]: logvar}
 

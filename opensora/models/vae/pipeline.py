@@ -119,11 +119,6 @@ class VideoAutoencoderPipeline(ModelMixin):
     def _temporal_posteriors(self, x_z: torch.Tensor) -> list[DiagonalGaussian]:
         return [self.temporal_vae.encode(x_z[:, :, s]) for s in self._frame_chunks(x_z.shape[2], self.micro_frame_size)]
 
-    def temporal_posterior(self, x_z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and (clamped) log-variance of the temporal posterior, per micro-clip, joined in time."""
-        parts = self._temporal_posteriors(x_z)
-        return torch.cat([p.mean for p in parts], dim=2), torch.cat([p.logvar for p in parts], dim=2)
-
     def encode(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
         """Video [B, 3, T, H, W] in [-1, 1] -> normalised latent; ``sample=False`` uses posterior means."""
         x_z = self.spatial_vae.encode(x, sample=sample, generator=generator)
