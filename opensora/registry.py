@@ -18,6 +18,7 @@ from opensora.errors import ConfigError
 T = TypeVar("T")
 
 BUILTIN_PACKAGES = ("opensora.models", "opensora.schedulers", "opensora.datasets")
+_PLAIN_VALUES = (str, bytes, int, float, list, tuple)  # config values that cannot stand for a built object
 
 
 class Registry:
@@ -97,16 +98,41 @@ def build_module(cfg: Any, registry: Registry, **runtime_kwargs: Any) -> Any:
     if cfg is None:
         return None
     if not isinstance(cfg, Mapping):
+        if isinstance(cfg, _PLAIN_VALUES):  # e.g. scheduler = "rflow": a config value, not a built object
+            raise ConfigError(f"a {registry.name} config must be a dict with a 'type' key, got {cfg!r}")
         return cfg
+    target, kwargs = _resolve(cfg, registry)
+    kwargs.update(runtime_kwargs)
+    _check_arguments(target, kwargs, f"{registry.name} '{cfg['type']}'")
+    return target(**kwargs)
+
+
+def check_module_config(cfg: Any, registry: Registry, **runtime_kwargs: Any) -> None:
+    """Raise the ConfigError :func:`build_module` would raise before building, and build nothing.
+
+    Checks the type name and the argument names (not their values) of ``cfg`` and, recursively,
+    of every nested dict with a ``type`` registered in the same registry (a VAE's ``vae_2d``).
+    """
+    if not isinstance(cfg, Mapping):
+        build_module(cfg, registry)  # None and built objects pass; a plain value raises its ConfigError
+        return
+    target, kwargs = _resolve(cfg, registry)
+    _check_arguments(target, {**kwargs, **runtime_kwargs}, f"{registry.name} '{cfg['type']}'")
+    for value in kwargs.values():
+        if isinstance(value, Mapping) and isinstance(value.get("type"), str) and value["type"] in registry:
+            check_module_config(value, registry)
+
+
+def _resolve(cfg: Mapping[str, Any], registry: Registry) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """(the registered target of ``cfg["type"]``, the other entries of ``cfg``)."""
     kwargs = dict(cfg)
     type_name = kwargs.pop("type", None)
     if type_name is None:
         raise ConfigError(f"{registry.name} config has no 'type' key (known types: {', '.join(registry.names())})")
+    if not isinstance(type_name, str):
+        raise ConfigError(f"{registry.name} type must be a name, got {type_name!r}")
     import_builtin_modules()
-    target = registry.get(type_name)
-    kwargs.update(runtime_kwargs)
-    _check_arguments(target, kwargs, f"{registry.name} '{type_name}'")
-    return target(**kwargs)
+    return registry.get(type_name), kwargs
 
 
 def _check_arguments(target: Callable[..., Any], kwargs: Mapping[str, Any], what: str) -> None:

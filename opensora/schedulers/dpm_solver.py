@@ -10,6 +10,8 @@ model.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from opensora.errors import ConfigError
@@ -46,6 +48,10 @@ class DPMSolver:
     ) -> None:
         if num_sampling_steps is None or num_sampling_steps < 1:
             raise ConfigError(f"dpm-solver: num_sampling_steps must be at least 1, got {num_sampling_steps}")
+        if not (math.isfinite(cfg_scale) and cfg_scale >= 0):
+            raise ConfigError(f"dpm-solver: cfg_scale must be a finite number >= 0, got {cfg_scale}")
+        if diffusion_steps < 1:
+            raise ConfigError(f"dpm-solver: diffusion_steps must be at least 1, got {diffusion_steps}")
         if order not in (1, 2):
             raise ConfigError(f"dpm-solver: order must be 1 or 2, got {order}")
         if skip_type not in SKIP_TYPES:

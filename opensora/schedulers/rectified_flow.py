@@ -8,8 +8,11 @@ and the Euler step. Calling the model is the job of ``opensora.inference.samplin
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from opensora.errors import ConfigError
 from opensora.registry import SCHEDULERS
 
 SAMPLE_METHODS = ("uniform", "logit-normal")
@@ -65,10 +68,21 @@ class RectifiedFlow:
         use_timestep_transform: bool = False,
         transform_scale: float = 1.0,
     ) -> None:
+        """These defaults are the scheduler's only ones: a config's ``dict(type="rflow")`` gets them.
+
+        They are the release's: uniform training timesteps and no resolution-dependent shift; the
+        1.2 configs switch on ``use_timestep_transform`` (and ``sample_method="logit-normal"`` to train).
+        """
         if sample_method not in SAMPLE_METHODS:
-            raise ValueError(f"rflow: unknown sample_method '{sample_method}' (known: {', '.join(SAMPLE_METHODS)})")
+            raise ConfigError(f"rflow: unknown sample_method '{sample_method}' (known: {', '.join(SAMPLE_METHODS)})")
         if num_sampling_steps < 1:
-            raise ValueError(f"rflow: num_sampling_steps must be at least 1, got {num_sampling_steps}")
+            raise ConfigError(f"rflow: num_sampling_steps must be at least 1, got {num_sampling_steps}")
+        if num_timesteps < 1:
+            raise ConfigError(f"rflow: num_timesteps must be at least 1, got {num_timesteps}")
+        if not (math.isfinite(cfg_scale) and cfg_scale >= 0):
+            raise ConfigError(f"rflow: cfg_scale must be a finite number >= 0, got {cfg_scale}")
+        if not (scale > 0 and transform_scale > 0):
+            raise ConfigError(f"rflow: scale and transform_scale must be > 0, got {scale} and {transform_scale}")
         self.num_timesteps = num_timesteps
         self.num_sampling_steps = num_sampling_steps
         self.cfg_scale = cfg_scale

@@ -145,7 +145,9 @@ class GaussianDiffusion:
         C = x.shape[1]
         expected = 2 * C if self.learn_sigma else C
         if output.shape[1] != expected:
-            raise ValueError(f"diffusion: the model output has {output.shape[1]} channels, expected {expected}")
+            # the model's pred_sigma and the scheduler's learn_sigma disagree: a config mistake
+            raise ConfigError(f"diffusion: the model output has {output.shape[1]} channels, expected {expected} "
+                              f"(learn_sigma={self.learn_sigma}: set the model's pred_sigma to match)")  # fmt: skip
         pred, var_values = (output[:, :C], output[:, C:]) if self.learn_sigma else (output, None)
         log_variance = self._log_variance(var_values, t, x)
         if self.predict_xstart:

@@ -29,9 +29,14 @@ def space_timesteps(num_timesteps: int, section_counts: str | int | list[int] | 
     if section_counts is None or section_counts == "":
         return set(range(num_timesteps))
     if isinstance(section_counts, str):
-        if section_counts.startswith("ddim"):
-            return _ddim_stride(num_timesteps, int(section_counts[len("ddim") :]))
-        section_counts = [int(count) for count in section_counts.split(",")]
+        ddim = section_counts.startswith("ddim")
+        parts = section_counts.removeprefix("ddim").split(",")
+        if not all(part.strip().isdigit() for part in parts) or (ddim and len(parts) != 1):
+            raise ConfigError(f"timestep_respacing {section_counts!r}: expected 'ddimN', a count such as '100' "
+                              "or counts per section such as '10,15,20'")  # fmt: skip
+        if ddim:
+            return _ddim_stride(num_timesteps, int(parts[0]))
+        section_counts = [int(part) for part in parts]
     elif isinstance(section_counts, int):
         section_counts = [section_counts]
     size_per, extra = divmod(num_timesteps, len(section_counts))

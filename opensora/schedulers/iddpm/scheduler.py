@@ -15,6 +15,8 @@ Release differences kept behind switches:
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from opensora.errors import ConfigError
@@ -54,6 +56,10 @@ class IDDPM(GaussianDiffusion):
             if num_sampling_steps < 1:
                 raise ConfigError(f"iddpm: num_sampling_steps must be at least 1, got {num_sampling_steps}")
             timestep_respacing = str(num_sampling_steps)
+        if diffusion_steps < 1:
+            raise ConfigError(f"iddpm: diffusion_steps must be at least 1, got {diffusion_steps}")
+        if not (math.isfinite(cfg_scale) and cfg_scale >= 0):
+            raise ConfigError(f"iddpm: cfg_scale must be a finite number >= 0, got {cfg_scale}")
         if cfg_channel is not None and cfg_channel < 1:
             raise ConfigError(f"iddpm: cfg_channel must be a positive channel count or None, got {cfg_channel}")
         base = beta_schedule(noise_schedule, diffusion_steps)
