@@ -163,6 +163,14 @@ def test_clip_returns_states_mask_and_pooled_vector(clip_dir: Path) -> None:
     torch.testing.assert_close(out["y_vec"], out["y"][torch.arange(2), 0, ends])
 
 
+def test_default_lengths(t5_dir: Path, clip_dir: Path) -> None:
+    # the release lengths, else the tokenizer's limit (L in these tiny tokenizers)
+    lengths = {kind: build_module(dict(type=kind, from_pretrained=str(clip_dir)), MODELS).model_max_length
+               for kind in ("clip", "hf_encoder")}  # fmt: skip
+    assert lengths == {"clip": 77, "hf_encoder": L}
+    assert build_module(dict(type="t5", from_pretrained=str(t5_dir)), MODELS).model_max_length == 300
+
+
 # --------------------------------------------------------------------------- MiniLM from its package
 
 

@@ -17,28 +17,7 @@ class CLIPTextEncoder(HFTextEncoder):
     """
 
     MODEL_CLASS = "CLIPTextModel"
-
-    def __init__(
-        self,
-        from_pretrained: str,
-        model_max_length: int = 77,
-        dtype: str = "fp32",
-        device: str | None = None,
-        cache_dir: str | None = None,
-        local_files_only: bool = False,
-        clean_caption: bool = False,
-        cpu_offload: bool = False,
-    ) -> None:
-        super().__init__(
-            from_pretrained,
-            model_max_length=model_max_length,
-            dtype=dtype,
-            device=device,
-            cache_dir=cache_dir,
-            local_files_only=local_files_only,
-            clean_caption=clean_caption,
-            cpu_offload=cpu_offload,
-        )
+    DEFAULT_MAX_LENGTH = 77  # CLIP's position table
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         # No attention mask, as CLIP was trained: its causal mask already keeps padding out of the

@@ -29,13 +29,14 @@ class HFTextEncoder(nn.Module):
     """``encode(texts) -> {"y": [B, 1, L, C], "mask": [B, L]}`` from a transformers encoder's last hidden state.
 
     ``from_pretrained`` is a local directory, a hub id or ``package:NAME`` (see ``loading.py``).
-    ``model_max_length`` (L) defaults to the tokenizer's limit. ``device=None`` means CUDA when
-    available. With ``cpu_offload`` the weights wait on the CPU between calls and visit ``device``
-    only while encoding.
+    ``model_max_length`` (L) defaults to the class's ``DEFAULT_MAX_LENGTH``, else the tokenizer's
+    limit. ``device=None`` means CUDA when available. With ``cpu_offload`` the weights wait on the
+    CPU between calls and visit ``device`` only while encoding.
     """
 
     MODEL_CLASS: ClassVar[str] = "AutoModel"
     TOKENIZER_CLASS: ClassVar[str] = "AutoTokenizer"
+    DEFAULT_MAX_LENGTH: ClassVar[int | None] = None  # None: the tokenizer's limit
 
     def __init__(
         self,
@@ -57,7 +58,7 @@ class HFTextEncoder(nn.Module):
         self.model = model.to(torch_dtype).eval().requires_grad_(False)
         if self.tokenizer.pad_token is None and self.tokenizer.eos_token is not None:
             self.tokenizer.pad_token = self.tokenizer.eos_token  # decoder-style tokenizers pad with nothing
-        self.model_max_length = model_max_length or self._default_length()
+        self.model_max_length = model_max_length or self.DEFAULT_MAX_LENGTH or self._default_length()
         self.output_dim: int = self.model.config.hidden_size
         self.clean_caption = clean_caption
         self.cpu_offload = cpu_offload
