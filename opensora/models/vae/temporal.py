@@ -7,6 +7,8 @@ a multiple of the compression are zero-padded at the front.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
@@ -61,86 +63,95 @@ class ResBlock(nn.Module):
         return h + shortcut
 
 
-def _res_stack(in_channels: int, out_channels: int, count: int, groups: int, act: type[nn.Module]) -> nn.ModuleList:
-    return nn.ModuleList(
-        ResBlock(in_channels if i == 0 else out_channels, out_channels, groups, act) for i in range(count)
-    )
+@dataclass(frozen=True)
+class TemporalShape:
+    """The sizes the encoder and the decoder are both built from; level i has
+    ``filters * channel_multipliers[i]`` channels and ``num_res_blocks`` residual blocks."""
+
+    filters: int
+    num_res_blocks: int
+    channel_multipliers: tuple[int, ...]
+    temporal_downsample: tuple[bool, ...]  # per level transition, from fine to coarse
+    num_groups: int
+    activation: type[nn.Module]
+
+    def width(self, level: int) -> int:
+        return self.filters * self.channel_multipliers[level]
 
 
-def _run_blocks(blocks: nn.ModuleList, x: torch.Tensor, checkpointing: bool) -> torch.Tensor:
-    """Apply ``blocks`` in turn; with ``checkpointing`` (and gradients on) each one's activations are
-    recomputed in the backward pass instead of stored."""
-    for block in blocks:
-        if checkpointing and torch.is_grad_enabled():
-            x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
-        else:
-            x = block(x)
-    return x
+class _TemporalCoder(nn.Module):
+    """What the encoder and the decoder share: stacks of residual blocks, run with optional
+    activation checkpointing, and a GroupNorm -> activation -> conv output."""
 
-
-class TemporalEncoder(nn.Module):
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        filters: int,
-        num_res_blocks: int,
-        channel_multipliers: tuple[int, ...],
-        temporal_downsample: tuple[bool, ...],
-        num_groups: int,
-        activation: type[nn.Module],
-    ) -> None:
+    def __init__(self, shape: TemporalShape) -> None:
         super().__init__()
-        self.conv_in = CausalConv3d(in_channels, filters, 3, bias=False)
+        self.shape = shape
+        self.grad_checkpointing = False
+
+    def _res_stack(self, in_channels: int, out_channels: int) -> nn.ModuleList:
+        shape = self.shape
+        return nn.ModuleList(
+            ResBlock(in_channels if i == 0 else out_channels, out_channels, shape.num_groups, shape.activation)
+            for i in range(shape.num_res_blocks)
+        )
+
+    def _set_output(self, channels: int, out_channels: int, kernel_size: int) -> CausalConv3d:
+        self.norm1 = nn.GroupNorm(self.shape.num_groups, channels)
+        self.act = self.shape.activation()
+        return CausalConv3d(channels, out_channels, kernel_size)
+
+    def _run(self, blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+        """Apply ``blocks`` in turn; with checkpointing (and gradients on) each one's activations are
+        recomputed in the backward pass instead of stored."""
+        for block in blocks:
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return x
+
+
+class TemporalEncoder(_TemporalCoder):
+    def __init__(self, in_channels: int, out_channels: int, shape: TemporalShape) -> None:
+        super().__init__(shape)
+        self.conv_in = CausalConv3d(in_channels, shape.filters, 3, bias=False)
         self.block_res_blocks = nn.ModuleList()
         self.conv_blocks = nn.ModuleList()
-        channels = filters
-        for level, multiplier in enumerate(channel_multipliers):
-            width = filters * multiplier
-            self.block_res_blocks.append(_res_stack(channels, width, num_res_blocks, num_groups, activation))
+        channels = shape.filters
+        levels = len(shape.channel_multipliers)
+        for level in range(levels):
+            width = shape.width(level)
+            self.block_res_blocks.append(self._res_stack(channels, width))
             channels = width
-            if level < len(channel_multipliers) - 1:
+            if level < levels - 1:
                 # levels without time compression keep an Identity so checkpoint indices line up
-                down = temporal_downsample[level]
+                down = shape.temporal_downsample[level]
                 self.conv_blocks.append(CausalConv3d(width, width, 3, time_stride=2) if down else nn.Identity())
-        self.res_blocks = _res_stack(channels, channels, num_res_blocks, num_groups, activation)
-        self.norm1 = nn.GroupNorm(num_groups, channels)
-        self.act = activation()
-        self.conv2 = CausalConv3d(channels, out_channels, 1)
-        self.grad_checkpointing = False
+        self.res_blocks = self._res_stack(channels, channels)
+        self.conv2 = self._set_output(channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_in(x)
         for level, blocks in enumerate(self.block_res_blocks):
-            x = _run_blocks(blocks, x, self.grad_checkpointing)
+            x = self._run(blocks, x)
             if level < len(self.conv_blocks):
                 x = self.conv_blocks[level](x)
-        x = _run_blocks(self.res_blocks, x, self.grad_checkpointing)
+        x = self._run(self.res_blocks, x)
         return self.conv2(self.act(self.norm1(x)))
 
 
-class TemporalDecoder(nn.Module):
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        filters: int,
-        num_res_blocks: int,
-        channel_multipliers: tuple[int, ...],
-        temporal_downsample: tuple[bool, ...],
-        num_groups: int,
-        activation: type[nn.Module],
-    ) -> None:
-        super().__init__()
-        self.time_strides = [2 if down else 1 for down in temporal_downsample]
-        channels = filters * channel_multipliers[-1]
+class TemporalDecoder(_TemporalCoder):
+    def __init__(self, in_channels: int, out_channels: int, shape: TemporalShape) -> None:
+        super().__init__(shape)
+        self.time_strides = [2 if down else 1 for down in shape.temporal_downsample]
+        levels = len(shape.channel_multipliers)
+        channels = shape.width(levels - 1)
         self.conv1 = CausalConv3d(in_channels, channels, 3)
-        self.res_blocks = _res_stack(channels, channels, num_res_blocks, num_groups, activation)
-        levels = len(channel_multipliers)
+        self.res_blocks = self._res_stack(channels, channels)
         stacks, convs = [None] * levels, [None] * (levels - 1)
         for level in reversed(range(levels)):
-            width = filters * channel_multipliers[level]
-            stacks[level] = _res_stack(channels, width, num_res_blocks, num_groups, activation)
+            width = shape.width(level)
+            stacks[level] = self._res_stack(channels, width)
             channels = width
             if level > 0:
                 # time upsampling: predict `stride` frames per frame as channels, then unfold them
@@ -148,16 +159,13 @@ class TemporalDecoder(nn.Module):
                 convs[level - 1] = CausalConv3d(width, width * stride, 3) if stride > 1 else nn.Identity()
         self.block_res_blocks = nn.ModuleList(stacks)
         self.conv_blocks = nn.ModuleList(convs)
-        self.norm1 = nn.GroupNorm(num_groups, channels)
-        self.act = activation()
-        self.conv_out = CausalConv3d(channels, out_channels, 3)
-        self.grad_checkpointing = False
+        self.conv_out = self._set_output(channels, out_channels, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
-        x = _run_blocks(self.res_blocks, x, self.grad_checkpointing)
+        x = self._run(self.res_blocks, x)
         for level in reversed(range(len(self.block_res_blocks))):
-            x = _run_blocks(self.block_res_blocks[level], x, self.grad_checkpointing)
+            x = self._run(self.block_res_blocks[level], x)
             if level > 0:
                 x = self.conv_blocks[level - 1](x)
                 stride = self.time_strides[level - 1]
@@ -195,18 +203,13 @@ class TemporalVAE(ModelMixin):
         activation = ACTIVATIONS[activation_fn]
         self.time_factor = 2 ** sum(bool(d) for d in temporal_downsample)
         self.out_channels = embed_dim  # channels of the latent it produces
-        shape = (
-            filters,
-            num_res_blocks,
-            tuple(channel_multipliers),
-            tuple(temporal_downsample),
-            num_groups,
-            activation,
+        shape = TemporalShape(
+            filters, num_res_blocks, tuple(channel_multipliers), tuple(temporal_downsample), num_groups, activation
         )
-        self.encoder = TemporalEncoder(in_out_channels, latent_embed_dim * 2, *shape)
+        self.encoder = TemporalEncoder(in_out_channels, latent_embed_dim * 2, shape)
         self.quant_conv = CausalConv3d(2 * latent_embed_dim, 2 * embed_dim, 1)
         self.post_quant_conv = CausalConv3d(embed_dim, latent_embed_dim, 1)
-        self.decoder = TemporalDecoder(latent_embed_dim, in_out_channels, *shape)
+        self.decoder = TemporalDecoder(latent_embed_dim, in_out_channels, shape)
 
     def freeze_encoder(self) -> None:
         """Train the decoder only: the latents it produces stay as they are."""
