@@ -13,7 +13,7 @@ from opensora.registry import SCHEDULERS, build_module
 from opensora.schedulers.dpm_solver import DPMSolver
 from opensora.schedulers.iddpm import IDDPM, space_timesteps
 from opensora.training.losses import iddpm_loss, iddpm_loss_terms
-from tests.tiny import TINY_STDIT, TINY_STDIT2, randomise_weights
+from tests.tiny import TINY_STDIT, TINY_STDIT2, fit_fixed_batch, randomise_weights
 
 SIZES = dict(
     height=torch.full((2,), 64.0), width=torch.full((2,), 64.0), num_frames=torch.full((2,), 16.0),
@@ -188,16 +188,12 @@ def test_tiny_model_trained_with_iddpm_loss_improves():
     x0 = torch.randn(2, 4, 2, 4, 4)
     noise = torch.randn_like(x0)
     kwargs = dict(SIZES, y=torch.randn(2, 1, 8, 32), mask=torch.ones(2, 8, dtype=torch.long))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
-    for step in range(20):
+
+    def loss_at(step: int) -> torch.Tensor:
         t = torch.tensor([250, 750]) if step % 2 else torch.tensor([500, 100])
-        loss = iddpm_loss(model, scheduler, x0, kwargs, noise=noise, t=t).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
+        return iddpm_loss(model, scheduler, x0, kwargs, noise=noise, t=t).mean()
+
+    first, last = fit_fixed_batch(model, loss_at, steps=20, lr=3e-3)
     assert last < 0.4 * first, f"loss did not fall enough: {first:.3f} -> {last:.3f}"
 
 

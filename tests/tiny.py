@@ -1,6 +1,9 @@
 """Tiny model configs shared by the tests (seconds on a CPU, same code paths as the full models)."""
 
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from opensora.config import read_config
 
@@ -14,6 +17,18 @@ TINY_STDIT3 = _TINY["stdit3"]
 TINY_VAE_2D = _TINY["vae_2d"]
 TINY_VAE_TEMPORAL = _TINY["vae_temporal"]
 TINY_VAE = _TINY["vae"]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models on a busy machine: a second intra-op thread only adds waiting (20x slower).
+    Autouse in each folder whose conftest imports it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def randomise_weights(model, seed: int = 0):
@@ -35,3 +50,19 @@ def randomise_weights(model, seed: int = 0):
             else:
                 param.copy_(0.1 * noise)
     return model
+
+
+def fit_fixed_batch(model, loss_at, steps: int, lr: float) -> tuple[float, float]:
+    """Train ``model`` with AdamW for ``steps`` steps on ``loss_at(step)``, the scalar loss of one
+    fixed batch; returns the mean loss of the first four steps and of the last four."""
+    import torch
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    losses = []
+    for step in range(steps):
+        loss = loss_at(step)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return sum(losses[:4]) / 4, sum(losses[-4:]) / 4

@@ -1,16 +1,3 @@
-"""Tiny models: on a busy 2-core machine a second intra-op thread only adds waiting."""
+"""Tiny models: every test here runs on one intra-op thread (tests/tiny.py::one_torch_thread)."""
 
-from __future__ import annotations
-
-from collections.abc import Iterator
-
-import pytest
-import torch
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from tests.tiny import one_torch_thread as one_torch_thread  # autouse fixture

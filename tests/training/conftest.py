@@ -1,13 +1,13 @@
-"""One small real dataset per test session, as media files and as extracted features."""
+"""One small real dataset per test session, as media files and as extracted features; tests run on
+one intra-op thread (tests/tiny.py::one_torch_thread)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
+from tests.tiny import one_torch_thread as one_torch_thread  # autouse: tiny models run on one thread
 from tests.training.helpers import extract_features, write_dataset
 
 
@@ -21,12 +21,3 @@ def media_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def features_dir(media_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same samples encoded once by the tiny VAE at 5 frames of 64 x 64 (latents 4 x 2 x 8 x 8)."""
     return extract_features(media_csv, tmp_path_factory.mktemp("train_features") / "features")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # the models here are tiny: on a busy machine a second intra-op thread only adds waiting (20x slower)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
