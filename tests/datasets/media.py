@@ -12,7 +12,10 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pandas as pd
 from PIL import Image
+
+META_COLUMNS = ["path", "text", "num_frames", "height", "width"]
 
 
 def write_video(
@@ -51,6 +54,22 @@ def write_image(path: str | Path, array: np.ndarray) -> Path:
     path = Path(path)
     Image.fromarray(array).save(path, quality=100)
     return path
+
+
+def write_sample(path: Path, pixels: np.ndarray, caption: str) -> tuple[str, str, int, int, int]:
+    """Write uint8 ``pixels`` to ``path``, (T, H, W, 3) as a 24 fps video and (H, W, 3) as an image;
+    returns the sample's metadata row (file name, caption, frames, height, width)."""
+    if pixels.ndim == 4:
+        write_video(path, pixels, fps=24)
+    else:
+        write_image(path, pixels)
+    frames = pixels.shape[0] if pixels.ndim == 4 else 1
+    height, width = pixels.shape[-3:-1]
+    return Path(path).name, caption, frames, height, width
+
+
+def metadata_table(rows: list[tuple]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=META_COLUMNS)
 
 
 def index_frames(num_frames: int, height: int = 32, width: int = 64, bits: int = 9) -> np.ndarray:

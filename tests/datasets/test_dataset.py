@@ -17,7 +17,7 @@ from opensora.datasets.dataset import VariableVideoTextDataset, VideoTextDataset
 from opensora.datasets.sampler import BucketBatchSampler
 from opensora.errors import OpenSoraError
 from opensora.registry import DATASETS, build_module
-from tests.datasets.media import write_image, write_video
+from tests.datasets.media import metadata_table, write_sample
 
 BUCKETS = {"144p": {1: (1.0, 2), 4: (1.0, 2)}}
 VIDEO_BUCKET, IMAGE_BUCKET = BucketId("144p", 4, "0.56"), BucketId("144p", 1, "1.00")
@@ -31,15 +31,14 @@ def data_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rows = []
     for i in range(5):
         frames = rng.integers(0, 256, (12, 9, 16, 3), np.uint8).repeat(16, axis=1).repeat(16, axis=2)
-        write_video(root / f"video{i}.mp4", frames, fps=24)
-        rows.append((f"video{i}.mp4", f"a video number {i}", 12, 144, 256))
+        rows.append(write_sample(root / f"video{i}.mp4", frames, f"a video number {i}"))
     for i in range(4):
-        write_image(root / f"image{i}.png", np.full((192, 192, 3), 40 * i, np.uint8))
-        rows.append((f"image{i}.png", f"an image number {i}", 1, 192, 192))
+        gray = np.full((192, 192, 3), 40 * i, np.uint8)
+        rows.append(write_sample(root / f"image{i}.png", gray, f"an image number {i}"))
     (root / "corrupt.mp4").write_bytes(b"not a video at all" * 100)
     rows += [(name, "broken", 12, 144, 256) for name in BAD]
     path = root / "meta.csv"
-    pd.DataFrame(rows, columns=["path", "text", "num_frames", "height", "width"]).to_csv(path, index=False)
+    metadata_table(rows).to_csv(path, index=False)
     return path
 
 

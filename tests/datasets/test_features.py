@@ -7,7 +7,6 @@ import pickle
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -15,7 +14,7 @@ from opensora.datasets.dataset import VideoTextDataset
 from opensora.datasets.features import FeatureDataset, write_feature_shards
 from opensora.errors import OpenSoraError
 from opensora.registry import DATASETS, MODELS, build_module
-from tests.datasets.media import write_image, write_video
+from tests.datasets.media import metadata_table, write_sample
 from tests.scripts import load_script
 from tests.tiny import TINY_TEXT_ENCODER, TINY_VAE
 
@@ -72,14 +71,13 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rng = np.random.default_rng(0)
     rows = []
     for i in range(3):
-        write_video(root / f"v{i}.mp4", rng.integers(0, 256, (6, 32, 48, 3), np.uint8), fps=24)
-        rows.append((f"v{i}.mp4", f"clip {i} of a dog", 6, 32, 48))
+        frames = rng.integers(0, 256, (6, 32, 48, 3), np.uint8)
+        rows.append(write_sample(root / f"v{i}.mp4", frames, f"clip {i} of a dog"))
     (root / "broken.mp4").write_bytes(b"\x00" * 64)
     rows.append(("broken.mp4", "nothing", 6, 32, 48))
     for i in range(2):
-        write_image(root / f"im{i}.png", rng.integers(0, 256, (144, 256, 3), np.uint8))
-        rows.append((f"im{i}.png", f"image {i}", 1, 144, 256))
-    table = pd.DataFrame(rows, columns=["path", "text", "num_frames", "height", "width"])
+        rows.append(write_sample(root / f"im{i}.png", rng.integers(0, 256, (144, 256, 3), np.uint8), f"image {i}"))
+    table = metadata_table(rows)
     table.iloc[:4].to_csv(root / "videos.csv", index=False)
     table.to_csv(root / "all.csv", index=False)
     return root
