@@ -136,14 +136,19 @@ def _one_line(exc: BaseException) -> str:
 def validate(cfg: Mapping[str, Any], schema: type[SchemaT]) -> SchemaT:
     """Check ``cfg``'s top-level keys and types against the dataclass ``schema`` and build it.
 
-    Keys starting with ``_`` (mmengine's ``_base_`` and friends) are ignored.
+    Keys starting with ``_`` (mmengine's ``_base_`` and friends) are ignored. A schema may name keys
+    of other configs (the releases') that it refuses with a reason, as ``KEYS_WITHOUT_EFFECT``:
+    ``{key: why it would have no effect}``.
     """
     if not dataclasses.is_dataclass(schema):
         raise TypeError(f"schema must be a dataclass, got {schema!r}")
     fields = {field.name: field for field in dataclasses.fields(schema) if field.init}
     hints = typing.get_type_hints(schema)
     values = {key: value for key, value in cfg.items() if not key.startswith("_")}
+    without_effect = getattr(schema, "KEYS_WITHOUT_EFFECT", {})
     for key in values:
+        if key in without_effect and key not in fields:
+            raise ConfigError(f"config key '{key}' would have no effect here ({without_effect[key]}): remove it")
         if key not in fields:
             raise ConfigError(f"unknown config key '{key}' (known: {', '.join(sorted(fields))})")
     for name, field in fields.items():

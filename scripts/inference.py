@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from opensora.config import Flag, load_config, make_parser, parse_bool, parse_cli, run_cli, standard_flags
-from opensora.inference.config import InferenceConfig
+from opensora.inference.config import InferenceConfig, prefer_command_line
 from opensora.inference.runner import run
 
 # without a config the demo model shipped in the repository samples (CPU, about a minute)
@@ -41,9 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = make_parser(__doc__.strip().splitlines()[0], FLAGS, default_config=DEMO_CONFIG)
     path, overrides, cfg_options = parse_cli(parser, argv)
     cfg = load_config(path, InferenceConfig, overrides, cfg_options)
-    if "image_size" in overrides and "resolution" not in overrides:
-        cfg.resolution = None  # an explicit size wins over the config's resolution
-    run(cfg)
+    run(prefer_command_line(cfg, overrides))  # e.g. --image-size replaces the config's resolution
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import sys
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pytest
 
@@ -267,3 +267,55 @@ def test_a_default_config_may_be_left_out() -> None:
     parser = make_parser("x", standard_flags("--prompt"), default_config="configs/demo/inference.py")
     assert parse_cli(parser, ["--prompt", "a cat"])[0] == "configs/demo/inference.py"
     assert parse_cli(parser, ["other.py", "--prompt", "a cat"])[0] == "other.py"
+
+
+@dataclass
+class WithRetiredKeys:
+    seed: int = 0
+    KEYS_WITHOUT_EFFECT: ClassVar[dict[str, str]] = {"old_switch": "it is always on here"}
+
+
+def test_keys_without_effect_are_refused_with_their_reason() -> None:
+    with pytest.raises(ConfigError, match=r"^config key 'old_switch' would have no effect here \(it is always on"):
+        validate({"old_switch": 1}, WithRetiredKeys)
+    with pytest.raises(ConfigError, match="unknown config key 'other'"):
+        validate({"other": 1}, WithRetiredKeys)
+
+
+# ---- defaults stated once ----------------------------------------------------------------------
+
+
+def test_scheduler_defaults_are_the_schedulers_own() -> None:
+    """An inference or training config that names no scheduler gets RectifiedFlow's documented defaults."""
+    from opensora.inference.config import InferenceConfig
+    from opensora.registry import SCHEDULERS, build_module
+    from opensora.schedulers.rectified_flow import RectifiedFlow
+    from opensora.training.config import TrainConfig
+
+    documented = dict(num_sampling_steps=10, cfg_scale=4.0, sample_method="uniform", use_timestep_transform=False)
+    defaults = vars(RectifiedFlow())
+    assert {key: defaults[key] for key in documented} == documented
+    for cfg in (InferenceConfig(model={}, text_encoder={}), TrainConfig(model={})):
+        assert vars(build_module(cfg.scheduler, SCHEDULERS)) == defaults, type(cfg).__name__
+
+
+def test_loop_defaults_are_the_pipelines() -> None:
+    from opensora.inference.config import InferenceConfig
+    from opensora.inference.pipeline import LoopSettings
+
+    cfg = InferenceConfig(model={}, text_encoder={})
+    assert LoopSettings(cfg.loop, cfg.condition_frame_length, cfg.condition_frame_edit, cfg.align) == LoopSettings()
+
+
+def test_training_dataset_defaults_are_the_datasets_own() -> None:
+    import inspect
+
+    from opensora.registry import DATASETS, import_builtin_modules
+    from opensora.training.config import TrainConfig, VAETrainConfig
+
+    import_builtin_modules()
+    for cfg in (TrainConfig(model={}), VAETrainConfig(model={})):
+        dataset = dict(cfg.dataset)
+        params = inspect.signature(DATASETS.get(dataset.pop("type"))).parameters
+        restated = [key for key, value in dataset.items() if params[key].default == value]
+        assert not restated, f"{type(cfg).__name__} restates the dataset's defaults {restated}"

@@ -21,11 +21,11 @@ import torch
 
 from opensora.datasets.aspect import get_image_size, get_num_frames
 from opensora.errors import ConfigError
-from opensora.inference.config import InferenceConfig
+from opensora.inference.config import DEFAULT_ASPECT_RATIO, InferenceConfig
 from opensora.inference.media import save_sample
 from opensora.inference.pipeline import VideoPipeline, VideoSize
 from opensora.inference.prompts import PromptRequest, append_scores, check_camera_motion
-from opensora.inference.runner import build_pipeline, resolve_size
+from opensora.inference.runner import build_pipeline, check_config, resolve_size
 from opensora.registry import SCHEDULERS, build_module
 
 RESOLUTIONS = ("144p", "240p", "360p", "480p", "720p")  # the range the 1.1 and 1.2 models were trained on
@@ -93,7 +93,10 @@ def size_choices(cfg: InferenceConfig, pipeline: VideoPipeline) -> SizeChoices:
     # a config that names a pixel size (the demo's 32x32) was trained there: offer it first, as the default
     resolution = cfg.resolution or f"{default.height}x{default.width}"
     resolutions = RESOLUTIONS if resolution in RESOLUTIONS else (resolution, *RESOLUTIONS)
-    aspect_ratio = cfg.aspect_ratio if cfg.resolution else _closest_name(default.height, default.width)
+    if cfg.resolution:
+        aspect_ratio = cfg.aspect_ratio or DEFAULT_ASPECT_RATIO
+    else:
+        aspect_ratio = _closest_name(default.height, default.width)
     aspect_ratios = ASPECT_RATIO_NAMES if aspect_ratio in ASPECT_RATIO_NAMES else (aspect_ratio, *ASPECT_RATIO_NAMES)
     return SizeChoices(resolutions, aspect_ratios, durations, resolution, aspect_ratio, duration, cfg.fps)
 
@@ -156,6 +159,7 @@ class InteractiveGenerator:
 
     @classmethod
     def from_config(cls, cfg: InferenceConfig, out_dir: str | Path, device: torch.device | None = None):
+        check_config(cfg)  # a bad size, key or scheduler setting fails before the weights load
         device = device or torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         return cls(cfg, build_pipeline(cfg, device), out_dir)
 

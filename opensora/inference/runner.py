@@ -6,6 +6,7 @@ across them (sequence parallelism); the first process writes the files.
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,12 +14,14 @@ from pathlib import Path
 import torch
 
 from opensora.acceleration.parallel import ParallelDims, destroy_distributed, init_distributed
-from opensora.datasets.aspect import get_image_size, get_num_frames
+from opensora.datasets.aspect import get_num_frames
+from opensora.datasets.video_io import probe
 from opensora.errors import ConfigError
+from opensora.inference.conditioning import check_references, parse_mask_strategy
 from opensora.inference.config import InferenceConfig
 from opensora.inference.media import save_sample
 from opensora.inference.memory import StageMemory, estimate_peak, format_estimate
-from opensora.inference.pipeline import LoopSettings, VideoPipeline, VideoSize
+from opensora.inference.pipeline import LoopSettings, VideoPipeline, VideoSize, latent_size_v1_2
 from opensora.inference.prompts import (
     PromptRequest,
     append_scores,
@@ -28,7 +31,7 @@ from opensora.inference.prompts import (
     read_prompt_file,
 )
 from opensora.models.checkpoint_io import parse_dtype
-from opensora.registry import MODELS, SCHEDULERS, build_module
+from opensora.registry import MODELS, SCHEDULERS, build_module, check_module_config
 
 
 @dataclass(frozen=True)
@@ -43,23 +46,150 @@ class SampleJob:
 
 
 def resolve_size(cfg: InferenceConfig) -> VideoSize:
-    num_frames = get_num_frames(cfg.num_frames)
-    if cfg.resolution is not None:
-        height, width = get_image_size(cfg.resolution, cfg.aspect_ratio)
-    else:
-        height, width = cfg.image_size
-        if height < 1 or width < 1:
-            raise ConfigError(f"image_size must be two positive numbers (height width), got {height}x{width}")
-    return VideoSize(num_frames, height, width, cfg.fps)
+    height, width = cfg.pixel_size()
+    return VideoSize(get_num_frames(cfg.num_frames), height, width, cfg.fps)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking a request before anything is built
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A checked request: the size to sample and the prompts, (index in the full list, request)."""
+
+    size: VideoSize
+    requests: list[tuple[int, PromptRequest]]
+
+
+def check_request(cfg: InferenceConfig) -> Plan:
+    """Every check of the config and its prompts that needs no weights, in one place.
+
+    Runs before any model is loaded, so a mistake costs seconds rather than the minutes a real text
+    encoder takes: see :func:`check_config`, then each prompt's mask strategies and reference files.
+    Prompts are refined (``llm_refine``) only once everything else has passed.
+    """
+    size, latent = check_config(cfg)
+    requests = read_requests(cfg, refine=False)
+    for _, request in requests:
+        _check_conditioning(cfg, request, latent)
+    if cfg.llm_refine:
+        requests = _refine(requests)
+    return Plan(size, requests)
+
+
+def check_config(cfg: InferenceConfig) -> tuple[VideoSize, tuple[int, int, int] | None]:
+    """(size, latent size when known before loading) after the checks that need neither weights nor prompts.
+
+    The size, the scheduler (steps, guidance scale), the keys of every module config, the device, and
+    what depends on the latent size. What needs a loaded module is checked again once it is there.
+    """
+    size = resolve_size(cfg)
+    build_module(cfg.scheduler, SCHEDULERS)  # math only: built in milliseconds, and its checks run
+    for module_cfg in (cfg.model, cfg.vae, cfg.text_encoder):
+        check_module_config(module_cfg, MODELS)
+    _check_device(cfg.device)
+    return size, _check_latent_geometry(cfg, size)
+
+
+def _check_device(device: str | None) -> None:
+    if device is None:
+        return
+    try:
+        picked = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {device!r} (expected cpu, cuda or cuda:N)") from None
+    if picked.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for, but CUDA is not available here")
+
+
+def _check_conditioning(cfg: InferenceConfig, request: PromptRequest, latent: tuple[int, int, int] | None) -> None:
+    """Each mask strategy parses, applies to a loop that runs and places frames inside the sample (when
+    its ``latent`` size is known); each reference is readable and placed."""
+    where = f"prompt {request.text[:40]!r}"
+    strategies = parse_mask_strategy(request.mask_strategy)
+    check_references(strategies, len(request.reference_paths), where)
+    for strategy in strategies:
+        if strategy.loop >= cfg.loop:
+            raise ConfigError(f"{where}: a mask strategy is for loop {strategy.loop}, but only loops "
+                              f"0..{cfg.loop - 1} run (set loop)")  # fmt: skip
+        if latent is not None and not -latent[0] <= strategy.target_start < latent[0]:
+            raise ConfigError(f"{where}: mask strategy target start {strategy.target_start} lies outside the "
+                              f"sample's {latent[0]} latent frames")  # fmt: skip
+    used = {strategy.ref_index for strategy in strategies}
+    for index, path in enumerate(request.reference_paths):
+        probe(path)  # a missing or undecodable file fails here, in one line naming it
+        if index not in used:
+            raise ConfigError(f"{where}: reference {index} ('{path}') is placed by no mask strategy "
+                              "(e.g. --mask-strategy 0 puts reference 0 at the first frame)")  # fmt: skip
+    if request.reference_paths and cfg.vae is None:
+        raise ConfigError(f"{where}: references need a VAE: add a 'vae' entry to the config")
+
+
+def _check_latent_geometry(cfg: InferenceConfig, size: VideoSize) -> tuple[int, int, int] | None:
+    """The latent size (T, H, W) and what depends on it, from the architectures built on the meta device.
+
+    None when a module's architecture comes with its weights (a checkpoint folder or hub id): the
+    pipeline checks again once they are loaded.
+    """
+    model = _architecture(cfg.model)
+    vae = _architecture(cfg.vae) if cfg.vae is not None else None
+    if model is None or (vae is None and cfg.vae is not None):
+        return None
+    T, H, W = (vae.get_latent_size((size.num_frames, size.height, size.width)) if vae is not None
+               else latent_size_v1_2(size.num_frames, size.height, size.width))  # fmt: skip
+    fixed = getattr(model, "input_size", None)  # STDiT 1.0 samples one latent size only
+    if fixed is not None and (T, H, W) != tuple(fixed):
+        raise ConfigError(f"this model samples latents of exactly {list(fixed)} (T, H, W); "
+                          f"{size.num_frames}x{size.height}x{size.width} gives {[T, H, W]}: "
+                          "set num_frames and image_size to match")  # fmt: skip
+    in_channels, latent_channels = getattr(model, "config", {}).get("in_channels"), getattr(vae, "out_channels", None)
+    if None not in (in_channels, latent_channels) and in_channels != latent_channels:
+        raise ConfigError(f"the VAE gives {latent_channels}-channel latents; the model's in_channels is {in_channels}")
+    if cfg.loop > 1 and not 1 <= cfg.condition_frame_length < T:
+        raise ConfigError(f"condition_frame_length {cfg.condition_frame_length} must be between 1 and the {T - 1} "
+                          f"latent frames after the first of a {T}-latent-frame segment")  # fmt: skip
+    return T, H, W
+
+
+_WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")  # weights only, no config.json
+
+
+def _architecture(module_cfg: dict) -> torch.nn.Module | None:
+    """``module_cfg`` built on the meta device without weights; None when its shape comes with the weights.
+
+    A single weights file (the 1.0 checkpoints) leaves the architecture to the config; a module that can
+    skip its weights (the per-frame VAE, ``load_weights``) reads its shape without them.
+    """
+    kwargs = dict(module_cfg)
+    runtime = {}
+    source = kwargs.get("from_pretrained")
+    if source and str(source).endswith(_WEIGHT_FILE_SUFFIXES):
+        del kwargs["from_pretrained"]
+    elif source:
+        if "load_weights" not in inspect.signature(MODELS.get(kwargs["type"])).parameters:
+            return None
+        runtime = {"load_weights": False}
+    with torch.device("meta"):
+        return build_module(kwargs, MODELS, **runtime)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building and sampling
+# ---------------------------------------------------------------------------------------------
 
 
 def build_pipeline(cfg: InferenceConfig, device: torch.device) -> VideoPipeline:
     dtype = parse_dtype(cfg.dtype)
-    torch.manual_seed(cfg.seed)  # weights that are not loaded (tiny random configs) are reproducible too
     parked = torch.device("cpu") if cfg.offload else device
-    text_encoder = build_module(cfg.text_encoder, MODELS).to("cpu")  # visits the device only to encode
-    model = build_module(cfg.model, MODELS).to(parked, dtype).eval()
-    vae = build_module(cfg.vae, MODELS)
+    # modules are built on the CPU; weights no checkpoint sets (tiny random configs) come from cfg.seed,
+    # drawn from a forked generator so that the caller's random state is what it was
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(cfg.seed)
+        text_encoder = build_module(cfg.text_encoder, MODELS).to("cpu")  # visits the device only to encode
+        model = build_module(cfg.model, MODELS).to(parked, dtype).eval()
+        vae = build_module(cfg.vae, MODELS)
     if vae is not None:
         vae = vae.to(parked, dtype).eval()
     scheduler = build_module(cfg.scheduler, SCHEDULERS)
@@ -67,14 +197,13 @@ def build_pipeline(cfg: InferenceConfig, device: torch.device) -> VideoPipeline:
     return VideoPipeline(model, scheduler, text_encoder, vae, in_channels, device, dtype, offload=cfg.offload)
 
 
-def read_requests(cfg: InferenceConfig) -> list[tuple[int, PromptRequest]]:
-    """(index in the full list, request) for the prompts between start_index and end_index."""
-    if cfg.prompt:
-        lines = list(cfg.prompt)
-    elif cfg.prompt_path:
-        lines = read_prompt_file(cfg.prompt_path)
-    else:
-        raise ConfigError("no prompt: pass --prompt TEXT or --prompt-path FILE")
+def read_requests(cfg: InferenceConfig, refine: bool = True) -> list[tuple[int, PromptRequest]]:
+    """(index in the full list, request) for the prompts between start_index and end_index.
+
+    With ``refine`` (and ``cfg.llm_refine``) the texts are rewritten by the OpenAI API.
+    """
+    source = cfg.prompt_source()
+    lines = source if isinstance(source, list) else read_prompt_file(source)
     check_camera_motion(cfg.camera_motion)
     references = _per_prompt(cfg.reference_path, len(lines), "reference_path")
     strategies = _per_prompt(cfg.mask_strategy, len(lines), "mask_strategy")
@@ -86,7 +215,7 @@ def read_requests(cfg: InferenceConfig) -> list[tuple[int, PromptRequest]]:
         requests.append((index, request))
     if not requests:
         raise ConfigError(f"no prompt between start_index {start} and end_index {end} ({len(lines)} prompts)")
-    if cfg.llm_refine:
+    if refine and cfg.llm_refine:
         requests = _refine(requests)
     return requests
 
@@ -133,8 +262,7 @@ def output_stem(cfg: InferenceConfig, index: int, request: PromptRequest, k: int
 
 def run(cfg: InferenceConfig) -> list[Path]:
     """Sample every pending job in batches of ``cfg.batch_size``; returns the files written."""
-    size = resolve_size(cfg)
-    requests = read_requests(cfg)
+    plan = check_request(cfg)
     dims = _init_parallel(cfg)
     try:
         pipeline = build_pipeline(cfg, dims.device)
@@ -142,7 +270,7 @@ def run(cfg: InferenceConfig) -> list[Path]:
             from opensora.acceleration.sequence_parallel import apply_sequence_parallel
 
             apply_sequence_parallel(pipeline.model, dims.sp_group)
-        return _sample_all(cfg, pipeline, size, plan_jobs(cfg, requests), dims)
+        return _sample_all(cfg, pipeline, plan.size, plan_jobs(cfg, plan.requests), dims)
     finally:
         destroy_distributed(dims)
 

@@ -9,8 +9,10 @@ Nested dicts (``model``, ``vae``, ``dataset``, ...) are checked by the construct
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from types import MappingProxyType
+from typing import ClassVar, Literal
 
 from opensora.errors import ConfigError
 
@@ -18,12 +20,14 @@ Plugin = Literal["none", "ddp", "zero2", "zero3", "colossalai"]
 Precision = Literal["fp32", "bf16", "fp16"]
 
 
+# Only the types are given: the scheduler's and the dataset's own constructor defaults apply to
+# every other key (RectifiedFlow: uniform timesteps, no shift; the 1.2 configs set both).
 def _default_scheduler() -> dict:
-    return {"type": "rflow", "use_timestep_transform": True, "sample_method": "logit-normal"}
+    return {"type": "rflow"}
 
 
 def _default_dataset() -> dict:
-    return {"type": "VariableVideoTextDataset", "transform_name": "resize_crop"}
+    return {"type": "VariableVideoTextDataset"}
 
 
 @dataclass
@@ -74,11 +78,14 @@ class BaseTrainConfig:
     seed: int = 42
     deterministic: bool = False  # deterministic kernels: bit-exact runs on CPU
 
-    # ---- keys of the release's configs with no effect here; accepted so those configs load ----
-    num_bucket_build_workers: int | None = None  # bucket assignment is vectorised
-    reduce_bucket_size_in_m: int | None = None  # a ColossalAI ZeRO setting
-    cache_pin_memory: bool | None = None
-    pin_memory_cache_pre_alloc_numels: list | None = None
+    # keys of the release's configs that would have no effect here: opensora.config.validate refuses
+    # each with its reason instead of accepting and ignoring it
+    KEYS_WITHOUT_EFFECT: ClassVar[Mapping[str, str]] = MappingProxyType({
+        "num_bucket_build_workers": "bucket assignment is vectorised, without worker processes",
+        "reduce_bucket_size_in_m": "a ColossalAI ZeRO bucket size; the plugins here size their own",
+        "cache_pin_memory": "the release's pinned-memory cache; batches are pinned by the data loader",
+        "pin_memory_cache_pre_alloc_numels": "the release's pinned-memory cache; batches are pinned by the data loader",
+    })  # fmt: skip
 
     def __post_init__(self) -> None:
         positive = {"sp_size": self.sp_size, "accumulation_steps": self.accumulation_steps, "epochs": self.epochs,
@@ -125,7 +132,8 @@ class TrainConfig(BaseTrainConfig):
 
 
 def _default_vae_dataset() -> dict:
-    return {"type": "VideoTextDataset", "num_frames": 17, "image_size": (256, 256), "transform_name": "resize_crop"}
+    # 17 frames: one micro-clip of the 1.2 VAE; size and transform are VideoTextDataset's defaults
+    return {"type": "VideoTextDataset", "num_frames": 17}
 
 
 @dataclass

@@ -58,7 +58,8 @@ def test_choices_of_a_variable_size_model_default_to_the_config(tiny_cfg, genera
 
 
 def test_release_config_keeps_its_resolution_and_ratio(tiny_cfg):
-    cfg = InferenceConfig(**{**vars(tiny_cfg), "resolution": "720p", "aspect_ratio": "3:4", "num_frames": "4s"})
+    cfg = InferenceConfig(**{**vars(tiny_cfg), "resolution": "720p", "aspect_ratio": "3:4", "num_frames": "4s",
+                             "image_size": None})  # fmt: skip
     choices = size_choices(cfg, SimpleNamespace(model=SimpleNamespace()))
     assert (choices.resolution, choices.aspect_ratio, choices.duration) == ("720p", "3:4", "4s")
     assert choices.durations == ("image", "2s", "4s", "8s", "16s")
@@ -168,3 +169,19 @@ def test_results_never_overwrite_earlier_ones(tiny_cfg, generator, tmp_path):
 def test_needs_a_vae(tiny_cfg, generator, tmp_path):
     with pytest.raises(ConfigError, match="vae"):
         InteractiveGenerator(tiny_cfg, SimpleNamespace(vae=None), tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"resolution": "240p"}, "sets both resolution '240p' and image_size 128x128"),
+        ({"scheduler": {"type": "rflow", "num_sampling_steps": 0}}, "num_sampling_steps must be at least 1"),
+        ({"model": {"type": "STDiT3", "depht": 2}}, "unknown argument 'depht'"),
+    ],
+)
+def test_a_bad_config_fails_before_the_pipeline_is_built(tiny_cfg, tmp_path, monkeypatch, fields, message):
+    import opensora.inference.interactive as interactive
+
+    monkeypatch.setattr(interactive, "build_pipeline", lambda *_: pytest.fail("the pipeline was built"))
+    with pytest.raises(ConfigError, match=message):
+        InteractiveGenerator.from_config(InferenceConfig(**{**vars(tiny_cfg), **fields}), tmp_path)

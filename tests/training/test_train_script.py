@@ -65,6 +65,11 @@ def test_missing_data_exits_non_zero_in_one_line(tmp_path: Path) -> None:
         (["--cfg-options", "ema_decay=2"], "error: ema_decay must be in [0, 1], got 2.0"),
         (["--cfg-options", "mask_ratios={'random': 2}"], "error: mask_ratios['random'] must be a probability"),
         (["--cfg-options", "bucket_config={'144p': {17: (1.0, 64)}}"], "error: no full batch in any bucket"),
+        (["--cfg-options", "scheduler.sample_method=cosine"], "error: rflow: unknown sample_method 'cosine'"),
+        (
+            ["--cfg-options", "num_bucket_build_workers=4"],
+            "error: config key 'num_bucket_build_workers' would have no effect here (bucket assignment is vectorised",
+        ),
     ],
 )
 def test_config_errors_exit_in_one_line(media_csv: Path, tmp_path: Path, capsys, extra: list, message: str) -> None:
