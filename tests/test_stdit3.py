@@ -1,4 +1,5 @@
-"""STDiT3: layout of the released model, shapes, runtime switches, and training that learns."""
+"""STDiT3: layout of the released model, shapes, runtime switches, and training that learns; and the
+behaviours all three STDiTs share (text masking, padding, checkpointing through the base class)."""
 
 from __future__ import annotations
 
@@ -20,9 +21,16 @@ from tests.conformance.golden import read_layout
 from tests.tiny import TINY_STDIT, TINY_STDIT2, TINY_STDIT3, randomise_weights
 
 TINY = {k: v for k, v in TINY_STDIT3.items() if k != "type"}
+# STDiT is built for latents of one size: (3, 8, 8) in its tiny config, the default of _inputs
+FAMILY = {
+    "STDiT": (STDiT, {k: v for k, v in TINY_STDIT.items() if k != "type"}),
+    "STDiT2": (STDiT2, {k: v for k, v in TINY_STDIT2.items() if k != "type"}),
+    "STDiT3": (STDiT3, TINY),
+}
 
 
 def _inputs(B=2, T=3, H=8, W=8, L=8, caption_channels=32):
+    """What the sampling loops pass; STDiT3 ignores ``num_frames`` and ``ar``, STDiT all sizes."""
     return dict(
         x=torch.randn(B, 4, T, H, W),
         timestep=torch.rand(B) * 1000,
@@ -31,12 +39,15 @@ def _inputs(B=2, T=3, H=8, W=8, L=8, caption_channels=32):
         fps=torch.full((B,), 24.0),
         height=torch.full((B,), H * 8.0),
         width=torch.full((B,), W * 8.0),
+        num_frames=torch.full((B,), 16.0),
+        ar=torch.full((B,), H / W),
     )
 
 
-def _model(**overrides) -> STDiT3:
-    """Random weights: the release initialisation zeroes the text and temporal output layers."""
-    return randomise_weights(STDiT3(**{**TINY, **overrides})).eval()
+def _model(name: str = "STDiT3", **overrides):
+    """Random weights: the release initialisations zero the text and temporal output layers."""
+    cls, spec = FAMILY[name]
+    return randomise_weights(cls(**{**spec, **overrides})).eval()
 
 
 def test_xl2_layout_matches_release():
@@ -53,10 +64,11 @@ def test_presets_are_registered():
     assert model.config["hidden_size"] == 1872 and model.config["num_heads"] == 26
 
 
+@pytest.mark.parametrize("name", ["STDiT2", "STDiT3"])
 @pytest.mark.parametrize("shape", [(3, 8, 8), (5, 7, 9), (1, 6, 10)])
-def test_forward_pads_with_zeros_and_crops_dynamic_sizes(shape):
+def test_forward_pads_with_zeros_and_crops_dynamic_sizes(name, shape):
     """A latent off the patch grid gives the output of its zero-padded latent, cropped back."""
-    model = _model()
+    model = _model(name)
     inputs = _inputs(T=shape[0], H=shape[1], W=shape[2])
     padded = dict(inputs, x=F.pad(inputs["x"], (0, shape[2] % 2, 0, shape[1] % 2)))  # patches are (1, 2, 2)
     with torch.no_grad():
@@ -66,9 +78,10 @@ def test_forward_pads_with_zeros_and_crops_dynamic_sizes(shape):
     assert torch.allclose(out, out_padded[..., : shape[1], : shape[2]], atol=1e-5)
 
 
-def test_text_padding_is_ignored_and_real_tokens_are_not():
+@pytest.mark.parametrize("name", list(FAMILY))
+def test_text_padding_is_ignored_and_real_tokens_are_not(name):
     """Padding tokens must not change the output, whatever their values; real tokens must."""
-    model = _model()
+    model = _model(name)
     inputs = _inputs()
     inputs["mask"][1, 5:] = 0
     padding_changed = dict(inputs, y=inputs["y"].clone())
@@ -79,8 +92,10 @@ def test_text_padding_is_ignored_and_real_tokens_are_not():
         out = model(**inputs)
         assert torch.allclose(out, model(**padding_changed), atol=1e-5)
         changed = model(**token_changed)
+        attended = model(**dict(padding_changed, mask=torch.ones_like(inputs["mask"])))
     assert not torch.allclose(out[1], changed[1], atol=1e-3)
     assert torch.equal(out[0], changed[0])  # sample 0's caption did not change
+    assert not torch.allclose(out[1], attended[1], atol=1e-3)  # the same padding, attended to, counts
 
 
 def test_sampling_keys_are_accepted_by_name_and_others_refused():
@@ -89,7 +104,7 @@ def test_sampling_keys_are_accepted_by_name_and_others_refused():
     with torch.no_grad():
         out = model(**inputs)
         # what the shared sampling and training code pass for STDiT2 is accepted and ignored
-        assert torch.equal(out, model(**inputs, num_frames=torch.full((2,), 16.0), ar=torch.ones(2)))
+        assert torch.equal(out, model(**dict(inputs, num_frames=torch.full((2,), 4.0), ar=torch.ones(2) * 2)))
         assert not torch.allclose(out, model(**dict(inputs, fps=torch.full((2,), 8.0))), atol=1e-4)
         assert not torch.allclose(out, model(**dict(inputs, height=torch.full((2,), 128.0))), atol=1e-4)
     with pytest.raises(TypeError, match="heigth"):
@@ -124,25 +139,12 @@ def test_attention_backends_agree():
         model.set_attention_backend("xformers")
 
 
-def _spec(spec: dict) -> dict:
-    return {k: v for k, v in spec.items() if k != "type"}
-
-
-# the base class runs the blocks of all three models; STDiT has a fixed input size
-CHECKPOINTED = [
-    (STDiT, _spec(TINY_STDIT), "blocks", dict(T=3, H=8, W=8)),
-    (STDiT2, _spec(TINY_STDIT2), "blocks", dict(T=3, H=6, W=6)),
-    (STDiT3, TINY, "temporal_blocks", dict(T=3, H=6, W=6)),
-]
-
-
-@pytest.mark.parametrize(("cls", "spec", "blocks", "size"), CHECKPOINTED, ids=["STDiT", "STDiT2", "STDiT3"])
-def test_grad_checkpointing_recomputes_blocks_and_keeps_gradients(cls, spec, blocks, size):
-    model = randomise_weights(cls(**spec, class_dropout_prob=0.0)).train()
-    inputs = _inputs(**size)
-    inputs.update(num_frames=torch.full((2,), 16.0), ar=torch.ones(2))
+@pytest.mark.parametrize("name", list(FAMILY))
+def test_grad_checkpointing_recomputes_blocks_and_keeps_gradients(name):
+    model = _model(name, class_dropout_prob=0.0).train()
+    inputs = _inputs(H=8 if name == "STDiT" else 6, W=8 if name == "STDiT" else 6)
     calls = []
-    for block in getattr(model, blocks):
+    for block in model.temporal_blocks if name == "STDiT3" else model.blocks:
         block.register_forward_pre_hook(lambda *_: calls.append(1))
 
     def gradients() -> list[torch.Tensor]:
