@@ -148,3 +148,21 @@ def test_build_pipeline_leaves_the_global_random_state_alone():
     assert all(torch.equal(a, b) for a, b in zip(weights(first), weights(again), strict=True))
     other = runner.build_pipeline(InferenceConfig(**{**vars(cfg), "seed": 7}), torch.device("cpu"))
     assert not all(torch.equal(a, b) for a, b in zip(weights(first), weights(other), strict=True))
+
+
+def test_samples_depend_on_their_seeds_only(tmp_path):
+    """After build_pipeline the pipeline draws every noise from per-sample generators: the global state is unused."""
+    from opensora.inference.pipeline import VideoSize
+    from opensora.inference.prompts import PromptRequest
+
+    write_image(tmp_path / "ref.png", np.full((64, 64, 3), 90, dtype=np.uint8))
+    cfg = load_config(TINY, InferenceConfig, {"scheduler.num_sampling_steps": 2})
+    pipeline = runner.build_pipeline(cfg, torch.device("cpu"))
+    # an edit ratio re-noises the reference part way: the one draw after the start
+    requests = [PromptRequest({0: "a cat"}), PromptRequest({0: "a dog"}, [str(tmp_path / "ref.png")], "0,0,0,0,1,0.5")]
+    size = VideoSize(17, 64, 64)
+    outputs = []
+    for global_seed in (0, 1):
+        torch.manual_seed(global_seed)
+        outputs.append(pipeline.generate(requests, size, seeds=[5, 6], progress=False))
+    assert torch.equal(outputs[0], outputs[1])
