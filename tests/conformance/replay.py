@@ -54,19 +54,17 @@ def replay_forward(model, fixture: Fixture, call: dict) -> dict[str, torch.Tenso
     return {output_names(call)[0]: model(**kwargs)}
 
 
-def replay_rflow_sample(model, fixture: Fixture, call: dict) -> dict[str, torch.Tensor]:
-    scheduler = RectifiedFlow(**fixture.meta["sampler"]["kwargs"])
-    kwargs = fixture.resolve(call["kwargs"])
+def _replay_sampling(
+    sample: Callable, model, scheduler, fixture: Fixture, call: dict, kwargs: dict, z: torch.Tensor, **noise_fns
+) -> dict[str, torch.Tensor]:
+    """Run ``sample`` (rflow_sample, iddpm_sample) as the recorded call did; returns the sample and,
+    where the call recorded them ("also"), the timesteps and conditioning masks the model was given."""
     tensors = fixture.tensors
-    cond_mask = kwargs.get("mask")
-    noise_fn = None
-    if cond_mask is not None and "input.cond_noise" in tensors:
-        noise_fn = lambda step, _x0: tensors["input.cond_noise"][step]  # noqa: E731
     recorder = Recorder(model)
     model_kwargs = {"mask": tensors["input.mask"], **kwargs.get("additional_args", {})}
-    out = rflow_sample(
-        recorder, scheduler, kwargs["z"], tensors["input.y"], tensors["input.y_null"], model_kwargs,
-        cond_mask=cond_mask, noise_fn=noise_fn, progress=False,
+    out = sample(
+        recorder, scheduler, z, tensors["input.y"], tensors["input.y_null"], model_kwargs,
+        cond_mask=kwargs.get("mask"), progress=False, **noise_fns,
     )  # fmt: skip
     results = {output_names(call)[0]: out}
     also = call.get("also", "")
@@ -75,6 +73,16 @@ def replay_rflow_sample(model, fixture: Fixture, call: dict) -> dict[str, torch.
     if "output.cond_x_mask" in also:
         results["output.cond_x_mask"] = torch.stack(recorder.x_masks)
     return results
+
+
+def replay_rflow_sample(model, fixture: Fixture, call: dict) -> dict[str, torch.Tensor]:
+    scheduler = RectifiedFlow(**fixture.meta["sampler"]["kwargs"])
+    kwargs = fixture.resolve(call["kwargs"])
+    tensors = fixture.tensors
+    noise_fn = None
+    if kwargs.get("mask") is not None and "input.cond_noise" in tensors:
+        noise_fn = lambda step, _x0: tensors["input.cond_noise"][step]  # noqa: E731
+    return _replay_sampling(rflow_sample, model, scheduler, fixture, call, kwargs, kwargs["z"], noise_fn=noise_fn)
 
 
 def replay_rflow_loss(model, fixture: Fixture, call: dict) -> dict[str, torch.Tensor]:
@@ -110,20 +118,10 @@ def replay_iddpm_sample(model, fixture: Fixture, call: dict, release: dict) -> d
     else:
         noise_fn = lambda step, _x: tensors["input.cond_noise"][step, 1][:B]  # noqa: E731
         renoise_fn = lambda step, _x: tensors["input.cond_noise"][step, 0][:B]  # noqa: E731
-    recorder = Recorder(model)
-    model_kwargs = {"mask": tensors["input.mask"], **kwargs.get("additional_args", {})}
-    out = iddpm_sample(
-        recorder, scheduler, z, tensors["input.y"], tensors["input.y_null"], model_kwargs,
-        cond_mask=cond_mask, noise_fn=noise_fn, renoise_fn=renoise_fn, progress=False,
-    )  # fmt: skip
-    results = {output_names(call)[0]: out}
-    also = call.get("also", "")
-    if "output.timesteps" in also:
-        results["output.timesteps"] = torch.stack(recorder.timesteps)
+    noise_fns = dict(noise_fn=noise_fn, renoise_fn=renoise_fn)
+    results = _replay_sampling(iddpm_sample, model, scheduler, fixture, call, kwargs, z, **noise_fns)
     if "output.timestep_map" in tensors:
         results["output.timestep_map"] = scheduler.timestep_map
-    if "output.cond_x_mask" in also:
-        results["output.cond_x_mask"] = torch.stack(recorder.x_masks)
     return results
 
 
