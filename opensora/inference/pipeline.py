@@ -52,6 +52,27 @@ class LoopSettings:
     align: int | None = None  # snap reference and target starts to multiples of this many latent frames
 
 
+def check_fixed_latent_size(fixed: tuple[int, ...] | None, latent_size: tuple[int, int, int], size: VideoSize) -> None:
+    """A model built for one latent size ``fixed`` (STDiT 1.0's ``input_size``) samples only that size."""
+    if fixed is not None and tuple(latent_size) != tuple(fixed):
+        raise ConfigError(
+            f"this model samples latents of exactly {list(fixed)} (T, H, W); "
+            f"{size.num_frames}x{size.height}x{size.width} gives {list(latent_size)}: "
+            "set num_frames and image_size to match"
+        )
+
+
+def check_loop(loop: LoopSettings, latent_frames: int) -> None:
+    """Loop settings that fit segments of ``latent_frames`` latent frames."""
+    if loop.loops < 1:
+        raise ConfigError(f"loop must be >= 1, got {loop.loops}")
+    if loop.loops > 1 and not 1 <= loop.condition_frame_length < latent_frames:
+        raise ConfigError(
+            f"condition_frame_length {loop.condition_frame_length} must be between 1 and the "
+            f"{latent_frames - 1} latent frames after the first of a {latent_frames}-latent-frame segment"
+        )
+
+
 @dataclass
 class VideoPipeline:
     """Holds the parts of a text-to-video model and turns prompts into latents or videos."""
@@ -217,25 +238,12 @@ class VideoPipeline:
         return videos
 
     def check_latent_size(self, latent_size: tuple[int, int, int], size: VideoSize) -> None:
-        """A model built for one latent size (STDiT 1.0) samples only that size."""
-        fixed = getattr(self.model, "input_size", None)
-        if fixed is not None and tuple(latent_size) != tuple(fixed):
-            raise ConfigError(
-                f"this model samples latents of exactly {list(fixed)} (T, H, W); "
-                f"{size.num_frames}x{size.height}x{size.width} gives {list(latent_size)}: "
-                "set num_frames and image_size to match"
-            )
+        check_fixed_latent_size(getattr(self.model, "input_size", None), latent_size, size)
 
     def _check_loop(self, loop: LoopSettings, latent_frames: int) -> None:
-        if loop.loops < 1:
-            raise ConfigError(f"loop must be >= 1, got {loop.loops}")
+        check_loop(loop, latent_frames)
         if loop.loops > 1:
             self._need_vae("loops")
-            if not 1 <= loop.condition_frame_length < latent_frames:
-                raise ConfigError(
-                    f"condition_frame_length {loop.condition_frame_length} must be between 1 and the "
-                    f"{latent_frames - 1} latent frames after the first of a {latent_frames}-latent-frame segment"
-                )
 
     def _encode_references(
         self, requests: list[PromptRequest], strategies: list[list[MaskStrategy]], size: VideoSize

@@ -21,7 +21,14 @@ from opensora.inference.conditioning import check_references, parse_mask_strateg
 from opensora.inference.config import InferenceConfig
 from opensora.inference.media import save_sample
 from opensora.inference.memory import StageMemory, estimate_peak, format_estimate
-from opensora.inference.pipeline import LoopSettings, VideoPipeline, VideoSize, latent_size_v1_2
+from opensora.inference.pipeline import (
+    LoopSettings,
+    VideoPipeline,
+    VideoSize,
+    check_fixed_latent_size,
+    check_loop,
+    latent_size_v1_2,
+)
 from opensora.inference.prompts import (
     PromptRequest,
     append_scores,
@@ -139,21 +146,19 @@ def _check_latent_geometry(cfg: InferenceConfig, size: VideoSize) -> tuple[int, 
         return None
     T, H, W = (vae.get_latent_size((size.num_frames, size.height, size.width)) if vae is not None
                else latent_size_v1_2(size.num_frames, size.height, size.width))  # fmt: skip
-    fixed = getattr(model, "input_size", None)  # STDiT 1.0 samples one latent size only
-    if fixed is not None and (T, H, W) != tuple(fixed):
-        raise ConfigError(f"this model samples latents of exactly {list(fixed)} (T, H, W); "
-                          f"{size.num_frames}x{size.height}x{size.width} gives {[T, H, W]}: "
-                          "set num_frames and image_size to match")  # fmt: skip
+    check_fixed_latent_size(getattr(model, "input_size", None), (T, H, W), size)
     in_channels, latent_channels = getattr(model, "config", {}).get("in_channels"), getattr(vae, "out_channels", None)
     if None not in (in_channels, latent_channels) and in_channels != latent_channels:
         raise ConfigError(f"the VAE gives {latent_channels}-channel latents; the model's in_channels is {in_channels}")
-    if cfg.loop > 1 and not 1 <= cfg.condition_frame_length < T:
-        raise ConfigError(f"condition_frame_length {cfg.condition_frame_length} must be between 1 and the {T - 1} "
-                          f"latent frames after the first of a {T}-latent-frame segment")  # fmt: skip
+    check_loop(loop_settings(cfg), T)
     return T, H, W
 
 
 _WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")  # weights only, no config.json
+
+
+def loop_settings(cfg: InferenceConfig) -> LoopSettings:
+    return LoopSettings(cfg.loop, cfg.condition_frame_length, cfg.condition_frame_edit, cfg.align)
 
 
 def _architecture(module_cfg: dict) -> torch.nn.Module | None:
@@ -284,7 +289,7 @@ def _sample_all(
     cfg: InferenceConfig, pipeline: VideoPipeline, size: VideoSize, jobs: list[SampleJob], dims: ParallelDims
 ) -> list[Path]:
     say = print if dims.is_main and cfg.verbose >= 1 else (lambda *_args, **_kw: None)
-    loop = LoopSettings(cfg.loop, cfg.condition_frame_length, cfg.condition_frame_edit, cfg.align)
+    loop = loop_settings(cfg)
     latent = pipeline.latent_size(size.num_frames, size.height, size.width)
     pipeline.check_latent_size(latent, size)
     batch = min(cfg.batch_size, max(len(jobs), 1))
