@@ -14,7 +14,7 @@ from typing import Literal
 
 from opensora.datasets.aspect import get_image_size
 from opensora.errors import ConfigError
-from opensora.inference.pipeline import LoopSettings
+from opensora.inference.pipeline import DEFAULT_FPS, LoopSettings
 
 DEFAULT_IMAGE_SIZE = (256, 256)  # (H, W) when a config names neither image_size nor resolution
 DEFAULT_ASPECT_RATIO = "9:16"  # with a resolution: height:width of the landscape frame
@@ -41,7 +41,7 @@ class InferenceConfig:
     resolution: str | None = None
     aspect_ratio: str | None = None
     image_size: tuple[int, int] | None = None
-    fps: int = 24
+    fps: int = DEFAULT_FPS
     save_fps: int | None = None  # defaults to fps // frame_interval
     frame_interval: int = 1  # the training clips' frame step (1.0/1.1 models were trained on every 3rd frame)
     # the release's switch for size conditioning, which is always on here: only its value "STDiT2" is accepted

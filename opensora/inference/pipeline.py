@@ -22,6 +22,7 @@ from opensora.inference.prompts import PromptRequest
 from opensora.inference.sampling import NoiseFn, per_sample_noise, sample
 
 IMAGE_FPS = 120  # the frame rate the 1.2 models were conditioned on for still images
+DEFAULT_FPS = 24  # the frame rate a video is conditioned on (and saved at) unless one is asked for
 
 
 def latent_size_v1_2(num_frames: int, height: int, width: int) -> tuple[int, int, int]:
@@ -35,7 +36,7 @@ class VideoSize:
     num_frames: int
     height: int
     width: int
-    fps: float = 24
+    fps: float = DEFAULT_FPS
 
     @property
     def model_fps(self) -> float:
@@ -175,7 +176,7 @@ class VideoPipeline:
         num_frames: int,
         height: int,
         width: int,
-        fps: int = 24,
+        fps: int = DEFAULT_FPS,
         seed: int = 0,
         guidance_scale: float | None = None,
         progress: bool = True,
