@@ -169,16 +169,31 @@ def test_default_noise_is_the_prompt_half_of_a_doubled_draw():
 
 
 @pytest.mark.parametrize("spec", [TINY_STDIT, TINY_STDIT2], ids=["STDiT", "STDiT2"])
-def test_both_samplers_run_the_tiny_models(spec):
+def test_both_samplers_follow_the_prompt_on_the_tiny_models(spec):
     model = randomise_weights(_tiny(spec)).eval()
     z = torch.randn(2, 4, 3, 8, 8)
-    y, y_null = torch.randn(2, 1, 8, 32), torch.randn(2, 1, 8, 32)
+    y, other_y, y_null = torch.randn(3, 2, 1, 8, 32)
     kwargs = dict(SIZES, mask=torch.ones(2, 8, dtype=torch.long))
-    with torch.no_grad():
-        iddpm = iddpm_sample(model, IDDPM(num_sampling_steps=3), z, y, y_null, kwargs, progress=False)
-        dpm = dpm_solver_sample(model, DPMSolver(num_sampling_steps=3), z, y, y_null, kwargs, progress=False)
-    for out in (iddpm, dpm):
+    samplers = {
+        "iddpm": lambda prompt, null, scale: iddpm_sample(
+            model, IDDPM(num_sampling_steps=3), z, prompt, null, kwargs, guidance_scale=scale, progress=False
+        ),
+        "dpm-solver": lambda prompt, null, scale: dpm_solver_sample(
+            model, DPMSolver(num_sampling_steps=3), z, prompt, null, kwargs, guidance_scale=scale, progress=False
+        ),
+    }
+
+    def run(sampler, *args):
+        torch.manual_seed(1)  # the same sampling noise for every run
+        with torch.no_grad():
+            return sampler(*args)
+
+    for name, sampler in samplers.items():
+        out = run(sampler, y, y_null, 4.0)
         assert out.shape == z.shape and torch.isfinite(out).all() and not torch.allclose(out, z)
+        assert not torch.allclose(run(sampler, other_y, y_null, 4.0), out, atol=1e-3), name  # the prompt steers it
+        # prompt = null prompt: nothing for guidance to amplify, so its scale cannot matter
+        torch.testing.assert_close(run(sampler, y_null, y_null, 7.0), run(sampler, y_null, y_null, 1.0), msg=name)
 
 
 def test_tiny_model_trained_with_iddpm_loss_improves():

@@ -84,11 +84,14 @@ def test_round_trip_on_a_real_video(real_video, frames):
         z_sampled = vae.encode(x, generator=torch.Generator().manual_seed(0))
     assert recon.shape == x.shape and torch.isfinite(recon).all()
     assert z_sampled.shape == z.shape and not torch.equal(z_sampled, z)
-    # micro-clips are causal and independent: the first 17 frames encode the same alone or in a longer clip
+    # micro-clips are independent both ways: the first 17 frames encode to the same 5 latents alone as in a
+    # longer clip, and those 5 latents decode to the same 17 frames alone as in the longer latent
     if frames > 17:
         with torch.no_grad():
             head = vae.encode(x[:, :, :17], sample=False)
+            head_recon = vae.decode(z[:, :, :5], num_frames=17)
         assert torch.allclose(z[:, :, :5], head, atol=1e-5)
+        assert torch.allclose(recon[:, :, :17], head_recon, atol=1e-5)
 
 
 def test_tiling_is_exact_for_a_local_operator():
