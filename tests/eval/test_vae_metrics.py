@@ -233,10 +233,15 @@ def test_raft_flow_wraps_torchvision_raft():
     pytest.importorskip("torchvision.models.optical_flow", exc_type=ImportError)
     from torchvision.models.optical_flow import raft_small
 
-    flow = RaftFlow(raft_small(weights=None, progress=False), num_flow_updates=2)
+    raft = raft_small(weights=None, progress=False).eval()
+    flow = RaftFlow(raft, num_flow_updates=2)
     real = moving_video(frames=2, size=40)
     with torch.no_grad():
         assert flow(real[:1], real[1:]).shape == (1, 2, 40, 40)  # padded to 128 for RAFT, cropped back
+        # at RAFT's own size nothing is padded: the wrapper is RAFT on [-1, 1] frames, its last update
+        large = moving_video(frames=2, size=128)
+        expected = raft(large[:1] * 2 - 1, large[1:] * 2 - 1, num_flow_updates=2)[-1]
+        torch.testing.assert_close(flow(large[:1], large[1:]), expected)
         model = FloLPIPS(LPIPS("alex"), flow)
         assert torch.equal(flolpips_clip(model, real, real), torch.zeros(1))
         assert float(flolpips_clip(model, real, noisy(real, 0.2))) > 0
