@@ -3,12 +3,16 @@
 Optional: colossalai pins torch<=2.5.1 and CUDA, so it lives in an environment of its own and this
 module is not exercised by the CPU test suite. The engine keeps the interface of ``Engine``:
 
-- the model holds bf16/fp16 working weights; the fp32 master copies live sharded in the optimizer,
-  which unscales, clips and skips overflowing steps itself inside ``step()``. The clip threshold
-  is a constructor argument of the plugin, so it is fixed when the engine is built;
+- the model holds bf16 working weights; the fp32 master copies live sharded in the optimizer,
+  which clips inside ``step()``. The clip threshold is a constructor argument of the plugin, so it
+  is fixed when the engine is built;
+- fp16 is refused: on an overflow LowLevelZero skips the step without saying so (its reported
+  gradient norm is then the previous step's, and scaled), so a skipped step could not be told
+  from an applied one and the EMA would average it in. bf16 never skips;
 - a step counts as applied only when the optimizer reports a finite gradient norm
-  (``get_grad_norm``): versions that do not report it are refused, since a skipped step could
-  not be told apart and the EMA would average the weights of skipped steps;
+  (``get_grad_norm``): versions that do not report it are refused. A bf16 step with a non-finite
+  norm is counted as skipped, so the EMA keeps the last finite weights and the trainer stops after
+  ``max_bad_steps`` such steps;
 - ``model_state_dict`` returns the working weights cast to fp32, so after bf16 training they carry
   bf16 rounding; ``load_model_state_dict`` refreshes the master copies from the loaded weights;
 - optimizer state dicts are gathered in full and keyed by parameter name, like ``Engine``'s.
@@ -45,7 +49,7 @@ class ColossalEngine(Engine):
         return contextlib.nullcontext()  # the plugin casts weights and inputs itself
 
     def backward(self, loss: torch.Tensor) -> None:
-        self.booster.backward(loss, self.optimizer)  # scales fp16 losses and reduce-scatters gradients
+        self.booster.backward(loss, self.optimizer)  # reduce-scatters gradients
 
     def clip_and_step(self, max_norm: float | None) -> tuple[float, bool]:
         if (max_norm or None) != (self.max_norm or None):
@@ -53,7 +57,7 @@ class ColossalEngine(Engine):
                 f"plugin 'colossalai' clips gradients at the threshold it was built with ({self.max_norm}), "
                 f"not {max_norm}: pass grad_clip when the engine is built"
             )
-        self.optimizer.step()  # skips the update itself when fp16 gradients overflowed
+        self.optimizer.step()
         self.optimizer.zero_grad()
         norm = self.optimizer.get_grad_norm()
         if norm is None:
@@ -116,6 +120,11 @@ def build_colossal_engine(
 ) -> ColossalEngine:
     """Boost ``model`` with LowLevelZero stage 2 (clipping at ``max_norm``) and an AdamW over its
     trainable parameters."""
+    if precision == "fp16":
+        raise ConfigError(
+            "plugin 'colossalai' does not take fp16 here: its ZeRO optimizer skips overflowing steps without "
+            "saying so, and the EMA would average them in; use bf16, or plugin zero2 for fp16"
+        )
     try:
         from colossalai.booster import Booster
         from colossalai.booster.plugin import LowLevelZeroPlugin
@@ -127,7 +136,7 @@ def build_colossal_engine(
         enable_grad_checkpointing(model)
     names = tuple(name for name, p in model.named_parameters() if p.requires_grad)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], **optim_args)
-    plugin = LowLevelZeroPlugin(stage=2, precision=precision, initial_scale=2**16, max_norm=max_norm or 0.0)
+    plugin = LowLevelZeroPlugin(stage=2, precision=precision, max_norm=max_norm or 0.0)
     booster = Booster(plugin=plugin)
     model, optimizer, *_ = booster.boost(model.to(dims.device), optimizer)
     check_reports_grad_norm(optimizer)

@@ -220,11 +220,9 @@ class VideoPipeline:
                 y, mask = self.encode_text([r.text_for_loop(index) for r in requests])
             z = self.initial_noise(generators, latent_size)
             z, cond_mask = self._place_references(z, references, strategies, index, loop)
-            # later draws (re-noised references, IDDPM steps) come from each sample's own seed, never from
-            # global state nor from the other samples of the batch
-            noise_fn = per_sample_noise(
-                [torch.Generator(device=self.device).manual_seed(s + 1_000_003 * index) for s in seeds]
-            )
+            # later draws (re-noised references, IDDPM steps) continue each sample's own stream: never
+            # global state, nor the other samples of the batch, nor a repeat of the starting noise
+            noise_fn = per_sample_noise(generators)
             with stage("sampling"):
                 latents = self.sample_latents(y, mask, z, size, cond_mask, guidance_scale, progress, noise_fn)
             if self.vae is None:

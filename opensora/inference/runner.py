@@ -78,7 +78,7 @@ def check_request(cfg: InferenceConfig) -> Plan:
     Prompts are refined (``llm_refine``) only once everything else has passed.
     """
     size, latent = check_config(cfg)
-    requests = read_requests(cfg, refine=False)
+    requests = read_requests(cfg)
     for _, request in requests:
         _check_conditioning(cfg, request, latent)
     if cfg.llm_refine:
@@ -141,8 +141,10 @@ def _check_latent_geometry(cfg: InferenceConfig, size: VideoSize) -> tuple[int, 
     pipeline checks again once they are loaded.
     """
     model = _architecture(cfg.model)
+    if model is None:
+        return None
     vae = _architecture(cfg.vae) if cfg.vae is not None else None
-    if model is None or (vae is None and cfg.vae is not None):
+    if vae is None and cfg.vae is not None:
         return None
     T, H, W = (vae.get_latent_size((size.num_frames, size.height, size.width)) if vae is not None
                else latent_size_v1_2(size.num_frames, size.height, size.width))  # fmt: skip
@@ -202,11 +204,9 @@ def build_pipeline(cfg: InferenceConfig, device: torch.device) -> VideoPipeline:
     return VideoPipeline(model, scheduler, text_encoder, vae, in_channels, device, dtype, offload=cfg.offload)
 
 
-def read_requests(cfg: InferenceConfig, refine: bool = True) -> list[tuple[int, PromptRequest]]:
-    """(index in the full list, request) for the prompts between start_index and end_index.
-
-    With ``refine`` (and ``cfg.llm_refine``) the texts are rewritten by the OpenAI API.
-    """
+def read_requests(cfg: InferenceConfig) -> list[tuple[int, PromptRequest]]:
+    """(index in the full list, request) for the prompts between start_index and end_index, before
+    any refinement (``check_request`` refines them once every check has passed)."""
     source = cfg.prompt_source()
     lines = source if isinstance(source, list) else read_prompt_file(source)
     check_camera_motion(cfg.camera_motion)
@@ -220,8 +220,6 @@ def read_requests(cfg: InferenceConfig, refine: bool = True) -> list[tuple[int, 
         requests.append((index, request))
     if not requests:
         raise ConfigError(f"no prompt between start_index {start} and end_index {end} ({len(lines)} prompts)")
-    if refine and cfg.llm_refine:
-        requests = _refine(requests)
     return requests
 
 

@@ -20,7 +20,8 @@ from opensora.training.ema import EMA
 
 
 class StandInZeroOptimizer:
-    """Steps like LowLevelZero: the norm of the step it just took (NaN when fp16 overflow skipped it)."""
+    """Steps like LowLevelZero in bf16 (it never skips): the norm of the step it just took, NaN or inf
+    when the gradients were not finite."""
 
     def __init__(self, norms: list[float | None]) -> None:
         object.__setattr__(self, "norms", list(norms))
@@ -45,7 +46,7 @@ SINGLE = ParallelDims(1, 0, 0, 1, torch.device("cpu"), "none")
 
 def engine(norms: list[float | None], max_norm: float | None = 1.0) -> ColossalEngine:
     optimizer = StandInZeroOptimizer(norms)
-    return ColossalEngine(nn.Linear(2, 2), optimizer, SINGLE, "colossalai", "fp16", max_norm=max_norm)
+    return ColossalEngine(nn.Linear(2, 2), optimizer, SINGLE, "colossalai", "bf16", max_norm=max_norm)
 
 
 def test_only_finite_norms_count_as_applied_steps():
@@ -96,6 +97,13 @@ class _Null:
 
     def __exit__(self, *_):
         return False
+
+
+def test_fp16_is_refused_since_its_skipped_steps_are_not_reported():
+    # LowLevelZero's fp16 overflow path returns without updating its reported norm: the previous
+    # step's finite norm would count the skipped step as applied
+    with pytest.raises(ConfigError, match="does not take fp16 here"):
+        build_colossal_engine(nn.Linear(2, 2), SINGLE, "fp16", False)
 
 
 def test_without_colossalai_the_plugin_says_how_to_install_it():

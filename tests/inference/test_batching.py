@@ -32,3 +32,31 @@ def test_referenced_samples_do_not_depend_on_batch_size(tmp_path):
         assert np.abs(batched - alone).mean() < 0.5, name  # float rounding of a batched matmul at most
     first, second = frames(tmp_path / "alone" / "sample_0000.mp4"), frames(tmp_path / "alone" / "sample_0001.mp4")
     assert np.abs(first[1:] - second[1:]).mean() > 5  # the two samples really differ
+
+
+def test_later_noise_continues_each_samples_stream_instead_of_repeating_it(monkeypatch):
+    import torch
+
+    import opensora.inference.pipeline as pipeline_module
+    from opensora.config import load_config
+    from opensora.inference.config import InferenceConfig
+    from opensora.inference.pipeline import VideoSize
+    from opensora.inference.prompts import PromptRequest
+    from opensora.inference.runner import build_pipeline
+
+    pipeline = build_pipeline(load_config(TINY, InferenceConfig), torch.device("cpu"))
+    pipeline.vae = None
+    seen = {}
+
+    def record(_model, _scheduler, z, *_args, noise_fn=None, **_kwargs):
+        seen["z"], seen["later"] = z.clone(), noise_fn(0, z)
+        return z
+
+    monkeypatch.setattr(pipeline_module, "sample", record)
+    requests = [PromptRequest({0: "a"}), PromptRequest({0: "b"})]
+    pipeline.generate(requests, VideoSize(1, 16, 16), seeds=[3, 4], progress=False)
+    z, later = seen["z"], seen["later"]
+    for i in range(2):  # a later draw that equals the starting noise would correlate the two
+        assert (later[i] - z[i]).abs().mean() > 0.5
+    pipeline.generate(requests[1:], VideoSize(1, 16, 16), seeds=[4], progress=False)
+    assert torch.equal(seen["later"][0], later[1])  # still the sample's own stream, batched or alone
