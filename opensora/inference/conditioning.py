@@ -69,6 +69,11 @@ def _snap(position: int, align: int, length: int) -> int:
     return lower
 
 
+def resolve_start(start: int, frames: int) -> int:
+    """A strategy's start as an index into ``frames`` latent frames: negative starts count from the end."""
+    return start + frames if start < 0 else start
+
+
 def apply_strategies(
     z: torch.Tensor,
     references: list[torch.Tensor],
@@ -87,8 +92,10 @@ def apply_strategies(
         if strategy.loop != loop:
             continue
         ref = references[strategy.ref_index]
-        ref_start = strategy.ref_start + ref.shape[1] if strategy.ref_start < 0 else strategy.ref_start
-        target_start = strategy.target_start + z.shape[1] if strategy.target_start < 0 else strategy.target_start
+        ref_start, target_start = (
+            resolve_start(strategy.ref_start, ref.shape[1]),
+            resolve_start(strategy.target_start, z.shape[1]),
+        )
         if align:
             ref_start, target_start = _snap(ref_start, align, ref.shape[1]), _snap(target_start, align, z.shape[1])
         if not (0 <= ref_start < ref.shape[1] and 0 <= target_start < z.shape[1]):

@@ -17,7 +17,7 @@ from opensora.acceleration.parallel import ParallelDims, destroy_distributed, in
 from opensora.datasets.aspect import get_num_frames
 from opensora.datasets.video_io import probe
 from opensora.errors import ConfigError
-from opensora.inference.conditioning import check_references, parse_mask_strategy
+from opensora.inference.conditioning import check_references, parse_mask_strategy, resolve_start
 from opensora.inference.config import InferenceConfig
 from opensora.inference.media import save_sample
 from opensora.inference.memory import StageMemory, estimate_peak, format_estimate
@@ -121,7 +121,7 @@ def _check_conditioning(cfg: InferenceConfig, request: PromptRequest, latent: tu
         if strategy.loop >= cfg.loop:
             raise ConfigError(f"{where}: a mask strategy is for loop {strategy.loop}, but only loops "
                               f"0..{cfg.loop - 1} run (set loop)")  # fmt: skip
-        if latent is not None and not -latent[0] <= strategy.target_start < latent[0]:
+        if latent is not None and not 0 <= resolve_start(strategy.target_start, latent[0]) < latent[0]:
             raise ConfigError(f"{where}: mask strategy target start {strategy.target_start} lies outside the "
                               f"sample's {latent[0]} latent frames")  # fmt: skip
     used = {strategy.ref_index for strategy in strategies}
