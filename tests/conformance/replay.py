@@ -14,6 +14,7 @@ from opensora.schedulers.iddpm import IDDPM
 from opensora.schedulers.rectified_flow import RectifiedFlow
 from opensora.training.losses import iddpm_loss_terms, rflow_loss
 from tests.conformance.golden import Fixture, assert_matches, method_name, output_names
+from tests.conformance.replay_v2 import REPLAYS_V2
 
 SIZE_KEYS = ("height", "width", "num_frames", "fps", "ar")
 
@@ -174,6 +175,7 @@ REPLAYS: dict[tuple[str, str], Callable] = {
     ("VideoAutoencoderPipeline", "encode"): replay_vae_encode,
     ("VideoAutoencoderPipeline", "decode"): replay_vae_decode,
     ("VideoAutoencoderPipeline", ""): replay_vae_posterior,
+    **REPLAYS_V2,
 }
 
 
