@@ -15,6 +15,7 @@ from opensora.schedulers.rectified_flow import RectifiedFlow
 from opensora.training.losses import iddpm_loss_terms, rflow_loss
 from tests.conformance.golden import Fixture, assert_matches, method_name, output_names
 from tests.conformance.replay_v2 import REPLAYS_V2
+from tests.conformance.replay_vae_v2 import BUILDERS_VAE_V2, REPLAYS_VAE_V2
 
 SIZE_KEYS = ("height", "width", "num_frames", "fps", "ar")
 
@@ -26,6 +27,8 @@ def _vae_config(config: dict) -> dict:
 
 
 def build_model(family: str, fixture: Fixture) -> torch.nn.Module:
+    if family in BUILDERS_VAE_V2:
+        return BUILDERS_VAE_V2[family](fixture)
     config = _vae_config(fixture.config) if family == "VideoAutoencoderPipeline" else {"type": family, **fixture.config}
     model = build_module(config, MODELS)
     model.load_state_dict(fixture.model_state(), strict=True)
@@ -176,6 +179,7 @@ REPLAYS: dict[tuple[str, str], Callable] = {
     ("VideoAutoencoderPipeline", "decode"): replay_vae_decode,
     ("VideoAutoencoderPipeline", ""): replay_vae_posterior,
     **REPLAYS_V2,
+    **REPLAYS_VAE_V2,
 }
 
 
