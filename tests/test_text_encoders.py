@@ -308,3 +308,39 @@ def test_cache_keeps_extra_outputs_and_survives_damage(clip_dir: Path, tmp_path:
     assert cached.misses == 3 and set(again) == {"y", "mask", "y_vec"}
     for name in again:
         torch.testing.assert_close(again[name], first[name])
+
+
+# --------------------------------------------------------------------------- 2.0: T5 + CLIP together
+
+
+def test_t5_without_attention_mask_lets_padding_change_the_states(t5_dir: Path, t5) -> None:
+    unmasked = build_module(dict(type="t5", from_pretrained=str(t5_dir), model_max_length=L, device="cpu",
+                                 use_attention_mask=False), MODELS)  # fmt: skip
+    texts = ["a cat", "a cat sat on a mat and looked at the dog"]
+    masked, plain = t5.encode(texts), unmasked.encode(texts)
+    assert torch.equal(masked["mask"], plain["mask"])  # the mask still marks the real tokens
+    real = masked["mask"][0].bool()
+    # Open-Sora 2.0's T5 saw its padding: the short prompt's real-token states differ from masked ones
+    assert not torch.allclose(masked["y"][0, 0, real], plain["y"][0, 0, real], atol=1e-4)
+
+
+def test_text_encoders_merge_t5_states_and_clip_pooled_vector(t5_dir: Path, clip_dir: Path) -> None:
+    both = build_module(dict(type="text_encoders", encoders=dict(
+        t5=dict(type="t5", from_pretrained=str(t5_dir), model_max_length=L, device="cpu"),
+        clip=dict(type="clip", from_pretrained=str(clip_dir), model_max_length=L, device="cpu"),
+    )), MODELS)  # fmt: skip
+    texts = ["a cat", "dogs run fast"]
+    out = both.encode(texts)
+    t5_out, clip_out = both.encoders["t5"].encode(texts), both.encoders["clip"].encode(texts)
+    assert set(out) == {"y", "mask", "y_vec"}
+    assert torch.equal(out["y"], t5_out["y"]) and torch.equal(out["mask"], t5_out["mask"])
+    assert torch.equal(out["y_vec"], clip_out["y_vec"])
+    assert (both.model_max_length, both.output_dim) == (L, 32)
+
+
+def test_hash_encoder_pooled_vector_is_the_mean_of_real_tokens() -> None:
+    encoder = build_module(dict(type="hash", output_dim=8, model_max_length=6, pooled=True), MODELS)
+    out = encoder.encode(["red circle", ""])
+    torch.testing.assert_close(out["y_vec"][0], out["y"][0, 0, :2].mean(0))
+    assert torch.equal(out["y_vec"][1], torch.zeros(8))
+    assert "y_vec" not in build_module(dict(type="hash"), MODELS).encode(["a"])

@@ -16,10 +16,22 @@ from opensora.registry import MODELS
 
 @MODELS.register("hash")
 class HashTextEncoder(nn.Module):
-    """``encode(texts) -> {"y": [B, 1, L, C], "mask": [B, L]}`` like the real encoders."""
+    """``encode(texts) -> {"y": [B, 1, L, C], "mask": [B, L]}`` like the real encoders.
 
-    def __init__(self, output_dim: int = 32, model_max_length: int = 8, vocab_size: int = 4096, seed: int = 0) -> None:
+    With ``pooled`` it also gives ``y_vec`` [B, C], the mean state of the real tokens, standing in
+    for CLIP's pooled vector in the tiny Open-Sora 2.0 configs.
+    """
+
+    def __init__(
+        self,
+        output_dim: int = 32,
+        model_max_length: int = 8,
+        vocab_size: int = 4096,
+        seed: int = 0,
+        pooled: bool = False,
+    ) -> None:
         super().__init__()
+        self.pooled = pooled
         self.output_dim = output_dim
         self.model_max_length = model_max_length
         self.vocab_size = vocab_size
@@ -40,4 +52,8 @@ class HashTextEncoder(nn.Module):
             ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
             mask[row, : len(tokens)] = 1
         y = self.table[ids.to(self.table.device)] * mask[..., None].to(self.table)  # (B, L, C)
-        return {"y": y[:, None], "mask": mask.to(self.table.device)}
+        mask = mask.to(self.table.device)
+        out = {"y": y[:, None], "mask": mask}
+        if self.pooled:
+            out["y_vec"] = y.sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp(min=1)  # (B, C)
+        return out

@@ -48,8 +48,10 @@ class HFTextEncoder(nn.Module):
         local_files_only: bool = False,
         clean_caption: bool = False,
         cpu_offload: bool = False,
+        use_attention_mask: bool = True,
     ) -> None:
         super().__init__()
+        self.use_attention_mask = use_attention_mask
         torch_dtype = parse_dtype(dtype)  # before loading, so a typo fails fast
         options: dict[str, Any] = {"cache_dir": cache_dir, "local_files_only": local_files_only}
         self.tokenizer = load_pretrained(self.TOKENIZER_CLASS, from_pretrained, **options)
@@ -128,5 +130,6 @@ class HFTextEncoder(nn.Module):
         return {**out, "mask": mask.long()}
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        states = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, L, C)
+        attention_mask = mask if self.use_attention_mask else None
+        states = self.model(input_ids=ids, attention_mask=attention_mask).last_hidden_state  # (B, L, C)
         return {"y": states[:, None]}

@@ -19,7 +19,8 @@ class T5TextEncoder(HFTextEncoder):
 
     Captions are cleaned the way the release cleaned them (``captions.clean_caption``) unless
     ``clean_caption=False``. ``shardformer`` was a ColossalAI switch in the release; it is accepted
-    so released configs load, and ignored.
+    so released configs load, and ignored. Open-Sora 2.0 encoded 512 tokens without an attention
+    mask and without cleaning: ``model_max_length=512, use_attention_mask=False, clean_caption=False``.
     """
 
     MODEL_CLASS = "T5EncoderModel"
@@ -35,6 +36,7 @@ class T5TextEncoder(HFTextEncoder):
         shardformer: bool = False,
         clean_caption: bool = True,
         cpu_offload: bool = False,
+        use_attention_mask: bool = True,
     ) -> None:
         if shardformer:
             logger.warning("t5: shardformer=True is a ColossalAI option of the release and is ignored here")
@@ -47,4 +49,5 @@ class T5TextEncoder(HFTextEncoder):
             local_files_only=local_files_only,
             clean_caption=clean_caption,
             cpu_offload=cpu_offload,
+            use_attention_mask=use_attention_mask,
         )
