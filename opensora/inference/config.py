@@ -14,7 +14,7 @@ from typing import Literal
 
 from opensora.datasets.aspect import get_image_size
 from opensora.errors import ConfigError
-from opensora.inference.pipeline import DEFAULT_FPS, LoopSettings
+from opensora.inference.sizes import DEFAULT_FPS, LoopSettings
 
 DEFAULT_IMAGE_SIZE = (256, 256)  # (H, W) when a config names neither image_size nor resolution
 DEFAULT_ASPECT_RATIO = "9:16"  # with a resolution: height:width of the landscape frame

@@ -24,7 +24,7 @@ from opensora.errors import ConfigError
 from opensora.inference.config import DEFAULT_ASPECT_RATIO, InferenceConfig
 from opensora.inference.media import save_sample
 from opensora.inference.pipeline import VideoPipeline, VideoSize
-from opensora.inference.prompts import PromptRequest, append_scores, check_camera_motion
+from opensora.inference.prompts import append_scores, check_camera_motion
 from opensora.inference.runner import build_pipeline, check_config, resolve_size
 from opensora.registry import SCHEDULERS, build_module
 
@@ -180,8 +180,7 @@ class InteractiveGenerator:
         """Sample ``request`` and write it to the output folder (PNG for one frame, MP4 otherwise)."""
         self._check(request)
         text = self.prompt_text(request)
-        references = [request.reference_path] if request.reference_path else []
-        prompt = PromptRequest({0: text}, reference_paths=references, mask_strategy="0" if references else None)
+        prompt = self.pipeline.adapter.reference_request(text, request.reference_path)
         with self._lock:
             pipeline = self._pipeline_with_steps(request.sampling_steps)
             video = pipeline.generate([prompt], request.size, [request.seed],

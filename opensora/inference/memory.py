@@ -85,43 +85,52 @@ def module_bytes(module: nn.Module | None) -> int:
 
 
 def estimate_peak(
-    model: nn.Module,
-    vae: nn.Module | None,
-    text_encoder: nn.Module,
-    batch_size: int,
-    latent_size: tuple[int, int, int],
-    height: int,
-    width: int,
-    dtype_bytes: int,
-    device: torch.device,
+    pipeline, batch_size: int, latent_size: tuple[int, int, int], size, dtype_bytes: int
 ) -> dict[str, float]:
     """Rough peak memory (MiB) per stage for sampling ``batch_size`` videos of ``latent_size``.
 
-    Weights are counted exactly; activations by a coefficient per token (transformer) or per
-    pixel (VAE decoder) calibrated on measured runs (tools/benchmark). On the CPU the process
-    baseline (the interpreter and libraries) is added, since the measurement is resident memory.
+    ``pipeline`` is a :class:`~opensora.inference.pipeline.VideoPipeline` and ``size`` its VideoSize.
+    Weights are counted exactly; activations by a coefficient per token (transformer) or per pixel
+    (VAE decoder) calibrated on measured runs (tools/benchmark). The model's tokens per sample and
+    the rows of its guidance batch come from the pipeline's adapter. With ``offload`` each stage
+    holds only its own weights on the device; otherwise all of them wait there (the text encoder
+    always visits the device only while encoding). On the CPU the process baseline (the
+    interpreter and libraries) is added, since the measurement is resident memory.
     """
+    model, vae, device = pipeline.model, pipeline.vae, pipeline.device
     config = getattr(model, "config", {})
     hidden = config.get("hidden_size", 1152)
-    patch = config.get("patch_size", (1, 2, 2))
-    T, h, w = latent_size
-    tokens = -(-T // patch[0]) * -(-h // patch[1]) * -(-w // patch[2])
-    frame_tokens = -(-h // patch[1]) * -(-w // patch[2])
     heads = config.get("num_heads", 16)
-    rows = 2 * batch_size  # the guidance batch holds prompt and null caption
-    # live activations of one block (qkv, MLP 4x, residuals) plus one spatial attention score map
+    tokens, rows_per_sample = pipeline.adapter.tokens(model, latent_size)
+    rows = rows_per_sample * batch_size
+    # live activations of one block (qkv, MLP 4x, residuals) plus, on the CPU, one attention score map
     block = rows * tokens * hidden * dtype_bytes * 14
-    scores = rows * T * heads * frame_tokens**2 * 4 if device.type == "cpu" else 0
-    pixels = min(height * width, 512 * 512)  # tiled decoding bounds the frame area held at once
+    frames = max(latent_size[0], 1)
+    frame_tokens = -(-tokens // frames)
+    scores = rows * frames * heads * frame_tokens**2 * 4 if device.type == "cpu" else 0
+    pixels = min(size.height * size.width, 512 * 512)  # tiled decoding bounds the frame area held at once
     micro_batch = 4
     decode = batch_size * micro_batch * pixels * 4000
     base = _rss_bytes() if device.type == "cpu" else 0
-    resident = module_bytes(model) + module_bytes(vae) + module_bytes(text_encoder)
-    return {
-        "text": (base + resident) / MIB,
-        "sampling": (base + resident + block + scores) / MIB,
-        "decode": (base + resident + decode) / MIB if vae is not None else 0.0,
+    weights = {"text": module_bytes(pipeline.text_encoder), "model": module_bytes(model), "vae": module_bytes(vae)}
+    if pipeline.first_frame is not None:
+        weights["first frame"] = module_bytes(pipeline.first_frame.pipeline.model) + module_bytes(
+            pipeline.first_frame.pipeline.vae
+        )
+    if device.type == "cpu":  # nothing moves: every module stays in the process's memory
+        held = dict.fromkeys(weights, sum(weights.values()))
+    else:
+        parked = 0 if pipeline.offload else weights["model"] + weights["vae"] + weights.get("first frame", 0)
+        held = {name: (weight if pipeline.offload else parked) for name, weight in weights.items()}
+        held["text"] = parked + weights["text"]
+    estimate = {
+        "text": (base + held["text"]) / MIB,
+        "sampling": (base + held["model"] + block + scores) / MIB,
+        "decode": (base + held["vae"] + decode) / MIB if vae is not None else 0.0,
     }
+    if "first frame" in weights:
+        estimate["first frame"] = (base + held["first frame"] + block + scores) / MIB
+    return estimate
 
 
 def format_estimate(estimate: dict[str, float]) -> str:

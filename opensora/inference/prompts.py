@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from opensora.errors import ConfigError
@@ -22,11 +22,14 @@ CAMERA_MOTIONS = ("static", "pan right", "pan left", "tilt up", "tilt down", "zo
 
 @dataclass
 class PromptRequest:
-    """One prompt: its text per loop, and the references its mask strategy places."""
+    """One prompt: its text per loop, and the references its mask strategy (1.x) or cond type (2.0) places."""
 
     loop_texts: dict[int, str]  # first loop index -> text used from that loop on
     reference_paths: list[str] = field(default_factory=list)
     mask_strategy: str | None = None
+    cond_type: str | None = None  # Open-Sora 2.0's conditioning mode (t2v, i2v_head, ...); None: the config's
+    # references already in pixels [3, T, H, W] in [-1, 1] (t2i2v's drawn first frame), before those of the files
+    reference_images: list = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -38,7 +41,11 @@ class PromptRequest:
 
     def map_texts(self, fn) -> PromptRequest:
         texts = {start: fn(text) for start, text in self.loop_texts.items()}
-        return PromptRequest(texts, list(self.reference_paths), self.mask_strategy)
+        return replace(self, loop_texts=texts)
+
+    def with_first_frame(self, frame, cond_type: str) -> PromptRequest:
+        """This request conditioned on ``frame`` [3, 1, H, W] (in place of its reference files) by ``cond_type``."""
+        return replace(self, reference_paths=[], reference_images=[frame], cond_type=cond_type)
 
 
 def parse_prompt(line: str, reference_path: str | None = None, mask_strategy: str | None = None) -> PromptRequest:

@@ -17,18 +17,13 @@ from opensora.acceleration.parallel import ParallelDims, destroy_distributed, in
 from opensora.datasets.aspect import get_num_frames
 from opensora.datasets.video_io import probe
 from opensora.errors import ConfigError
+from opensora.inference.adapters import adapter_for
+from opensora.inference.adapters.stdit import check_fixed_latent_size, latent_size_v1_2
 from opensora.inference.conditioning import check_references, parse_mask_strategy, resolve_start
 from opensora.inference.config import InferenceConfig
 from opensora.inference.media import save_sample
 from opensora.inference.memory import StageMemory, estimate_peak, format_estimate
-from opensora.inference.pipeline import (
-    LoopSettings,
-    VideoPipeline,
-    VideoSize,
-    check_fixed_latent_size,
-    check_loop,
-    latent_size_v1_2,
-)
+from opensora.inference.pipeline import VideoPipeline
 from opensora.inference.prompts import (
     PromptRequest,
     append_scores,
@@ -37,6 +32,7 @@ from opensora.inference.prompts import (
     prompt_file_stem,
     read_prompt_file,
 )
+from opensora.inference.sizes import LoopSettings, VideoSize, check_loop
 from opensora.models.checkpoint_io import parse_dtype
 from opensora.registry import MODELS, SCHEDULERS, build_module, check_module_config
 
@@ -200,8 +196,7 @@ def build_pipeline(cfg: InferenceConfig, device: torch.device) -> VideoPipeline:
     if vae is not None:
         vae = vae.to(parked, dtype).eval()
     scheduler = build_module(cfg.scheduler, SCHEDULERS)
-    in_channels = model.config.get("in_channels", 4)
-    return VideoPipeline(model, scheduler, text_encoder, vae, in_channels, device, dtype, offload=cfg.offload)
+    return VideoPipeline(model, scheduler, text_encoder, vae, adapter_for(model), device, dtype, offload=cfg.offload)
 
 
 def read_requests(cfg: InferenceConfig) -> list[tuple[int, PromptRequest]]:
@@ -288,11 +283,10 @@ def _sample_all(
 ) -> list[Path]:
     say = print if dims.is_main and cfg.verbose >= 1 else (lambda *_args, **_kw: None)
     loop = loop_settings(cfg)
-    latent = pipeline.latent_size(size.num_frames, size.height, size.width)
+    latent = pipeline.latent_size(size)
     pipeline.check_latent_size(latent, size)
     batch = min(cfg.batch_size, max(len(jobs), 1))
-    estimate = estimate_peak(pipeline.model, pipeline.vae, pipeline.text_encoder, batch, latent, size.height,
-                             size.width, pipeline.dtype.itemsize, pipeline.device)  # fmt: skip
+    estimate = estimate_peak(pipeline, batch, latent, size, pipeline.dtype.itemsize)
     say(f"{len(jobs)} sample(s) of {size.num_frames}x{size.height}x{size.width} (latent {tuple(latent)}) "
         f"on {pipeline.device}; {format_estimate(estimate)}")  # fmt: skip
     memory = StageMemory(pipeline.device)

@@ -37,7 +37,7 @@ def test_referenced_samples_do_not_depend_on_batch_size(tmp_path):
 def test_later_noise_continues_each_samples_stream_instead_of_repeating_it(monkeypatch):
     import torch
 
-    import opensora.inference.pipeline as pipeline_module
+    import opensora.inference.adapters.stdit as pipeline_module
     from opensora.config import load_config
     from opensora.inference.config import InferenceConfig
     from opensora.inference.pipeline import VideoSize

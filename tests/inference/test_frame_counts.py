@@ -60,5 +60,5 @@ def test_tiny_v1_2_samples_finite_latents(tiny_pipeline, num_frames):
     torch.set_num_threads(1)
     size = VideoSize(num_frames, 32, 32)
     latents = tiny_pipeline.generate([PromptRequest({0: "a red ball"})], size, seeds=[0], progress=False)
-    assert latents.shape[2] == tiny_pipeline.latent_size(num_frames, 32, 32)[0]
+    assert latents.shape[2] == tiny_pipeline.latent_size(size)[0]
     assert torch.isfinite(latents).all()

@@ -21,7 +21,7 @@ from opensora.inference.interactive import (
     refine_available,
     size_choices,
 )
-from opensora.inference.pipeline import VideoPipeline, VideoSize
+from opensora.inference.pipeline import VideoSize
 
 TINY = Path(__file__).resolve().parents[2] / "configs" / "opensora-v1-2" / "inference" / "tiny.py"
 
@@ -137,13 +137,14 @@ def test_same_request_same_image_and_each_setting_matters(generator):
 def test_guidance_scale_reaches_the_sampler(generator, monkeypatch):
     # the untrained model ignores its prompt (zero-initialised cross-attention), so guidance changes no pixel
     seen = []
-    original = VideoPipeline.sample_latents
+    adapter = type(generator.pipeline.adapter)
+    original = adapter.sample
 
-    def spy(self, *args, **kwargs):
-        seen.append(args[5])  # y, mask, z, size, cond_mask, guidance_scale
-        return original(self, *args, **kwargs)
+    def spy(self, model, scheduler, z, text, inputs):
+        seen.append(inputs.guidance_scale)
+        return original(self, model, scheduler, z, text, inputs)
 
-    monkeypatch.setattr(VideoPipeline, "sample_latents", spy)
+    monkeypatch.setattr(adapter, "sample", spy)
     _image(generator, guidance_scale=2.5)
     _image(generator)
     assert seen == [2.5, None]  # None: the scheduler's own cfg_scale

@@ -34,7 +34,7 @@ def benchmark(cfg: InferenceConfig, size: VideoSize, steps: int, batch_size: int
         start = time.perf_counter()
         pipeline.generate(requests, size, list(range(batch_size)), memory=memory, progress=False)
         total = time.perf_counter() - start
-    latent = pipeline.latent_size(size.num_frames, size.height, size.width)
+    latent = pipeline.latent_size(size)
     return {
         "model": cfg.model["type"], "size": f"{size.num_frames}x{size.height}x{size.width}", "latent": list(latent),
         "batch": batch_size, "dtype": cfg.dtype, "device": str(pipeline.device), "steps": steps,
