@@ -1,9 +1,11 @@
 from opensora.models.vae.discriminator import NLayerDiscriminator3D
+from opensora.models.vae.hunyuan import AutoencoderKLCausal3D
 from opensora.models.vae.pipeline import VAEOutput, VideoAutoencoderPipeline, opensora_vae_v1_2
 from opensora.models.vae.spatial import SpatialVAE
 from opensora.models.vae.temporal import TemporalVAE
 
 __all__ = [
+    "AutoencoderKLCausal3D",
     "NLayerDiscriminator3D",
     "SpatialVAE",
     "TemporalVAE",
