@@ -18,6 +18,8 @@ from tests.conformance.replay_v2 import REPLAYS_V2
 from tests.conformance.replay_vae_v2 import BUILDERS_VAE_V2, REPLAYS_VAE_V2
 
 SIZE_KEYS = ("height", "width", "num_frames", "fps", "ar")
+# the 2.0 fixtures name the official class "MMDiTModel" (model fixtures) or "MMDiT" (sampling)
+MMDIT_FAMILIES = ("MMDiTModel", "MMDiT")
 
 
 def _vae_config(config: dict) -> dict:
@@ -26,11 +28,20 @@ def _vae_config(config: dict) -> dict:
     return {"type": "VideoAutoencoderPipeline", "vae_2d": config["vae_2d"], **pipeline}
 
 
-def build_model(family: str, fixture: Fixture) -> torch.nn.Module:
+def _model_config(family: str, fixture: Fixture, call: dict | None) -> dict:
+    if family == "VideoAutoencoderPipeline":
+        return _vae_config(fixture.config)
+    if family in MMDIT_FAMILIES:
+        # the release-only keys (from_pretrained, cache_dir, ...) are accepted by name and dropped;
+        # a call may rebuild the same weights with other switches (config_override)
+        return {**fixture.config, **(call or {}).get("config_override", {}), "type": "MMDiT"}
+    return {"type": family, **fixture.config}
+
+
+def build_model(family: str, fixture: Fixture, call: dict | None = None) -> torch.nn.Module:
     if family in BUILDERS_VAE_V2:
         return BUILDERS_VAE_V2[family](fixture)
-    config = _vae_config(fixture.config) if family == "VideoAutoencoderPipeline" else {"type": family, **fixture.config}
-    model = build_module(config, MODELS)
+    model = build_module(_model_config(family, fixture, call), MODELS)
     model.load_state_dict(fixture.model_state(), strict=True)
     if hasattr(model, "set_tiling"):
         model.set_tiling(False)  # the reference decodes whole frames
@@ -178,6 +189,7 @@ REPLAYS: dict[tuple[str, str], Callable] = {
     ("VideoAutoencoderPipeline", "encode"): replay_vae_encode,
     ("VideoAutoencoderPipeline", "decode"): replay_vae_decode,
     ("VideoAutoencoderPipeline", ""): replay_vae_posterior,
+    ("MMDiTModel", "forward"): replay_forward,
     **REPLAYS_V2,
     **REPLAYS_VAE_V2,
 }
@@ -187,7 +199,7 @@ def replay(family: str, fixture: Fixture, call: dict) -> None:
     method = method_name(call)
     if (family, method) not in REPLAYS:
         pytest.fail(f"{fixture.path.name}: no replay of {family} '{method}' (add one to REPLAYS)")
-    model = build_model(family, fixture)
+    model = build_model(family, fixture, call)
     with torch.no_grad():
         results = REPLAYS[family, method](model, fixture, call)
     rtol = IDDPM_SAMPLE_RTOL if method == "IDDPM.sample" else 1e-5

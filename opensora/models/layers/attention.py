@@ -147,9 +147,13 @@ class CrossAttention(nn.Module):
 
 
 def set_attention_backend(model: nn.Module, backend: str) -> None:
-    """Choose the kernel of every attention module in ``model``: "sdpa", "flash" or "math"."""
+    """Choose the kernel of every attention module in ``model``: "sdpa", "flash" or "math".
+
+    An attention module is one with a ``backend`` attribute that it hands to :func:`attention`
+    (:class:`SelfAttention`, :class:`CrossAttention`, the MMDiT blocks).
+    """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown attention backend '{backend}' (known: {', '.join(BACKENDS)})")
     for module in model.modules():
-        if isinstance(module, SelfAttention | CrossAttention):
+        if isinstance(module, SelfAttention | CrossAttention) or isinstance(getattr(module, "backend", None), str):
             module.backend = backend
