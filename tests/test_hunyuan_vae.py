@@ -136,7 +136,7 @@ def test_set_tiling_switches_and_restores():
     assert model.tiling.sample_size == 64  # what is not given returns to the constructor's
     model.set_tiling()
     assert model.tiling == model.default_tiling
-    with pytest.raises(ValueError, match="no stride"):
+    with pytest.raises(ValueError, match="too short to advance"):
         model.set_tiling(True, sample_size=8)  # a one-latent tile cannot advance
 
 

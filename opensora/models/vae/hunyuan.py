@@ -441,8 +441,8 @@ class AutoencoderKLCausal3D(ModelMixin):
                              ("sample_tsize", tiling.sample_tsize), ("latent tile length", time)):  # fmt: skip
             if int(length * (1 - tiling.overlap)) < 1:
                 raise ValueError(
-                    f"tiles of {tiling.sample_size} px / {tiling.sample_tsize} frames with overlap {tiling.overlap} "
-                    f"leave a {what} of {length} no stride"
+                    f"tiles of {tiling.sample_size} px / {tiling.sample_tsize} frames with overlap {tiling.overlap}: "
+                    f"a {what} of {length} is too short to advance by {1 - tiling.overlap:g} of it"
                 )
 
     def set_slicing(self, enabled: bool = True) -> None:
