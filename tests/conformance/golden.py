@@ -30,8 +30,6 @@ IMPLEMENTED_MODELS = {"STDiT3", "STDiT2", "STDiT", "VideoAutoencoderPipeline", "
 # Golden files of releases whose models are still to come: reported as expected failures (not run)
 # that name their issue, so that the conformance suite itself never skips.
 PENDING_FIXTURES = {
-    "golden_mmdit_v2_guidance": "Open-Sora 2.0 guidance-distilled MMDiT and its denoiser (issue 19)",
-    "golden_sampling_v2": "Open-Sora 2.0 sampling (issue 19)",
     "golden_dcae_v2": "Open-Sora 2.0 Video DC-AE (issue 20)",
 }
 # CI sets this: the reference files are there, so a conformance test that cannot find them fails.
