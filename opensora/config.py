@@ -262,6 +262,7 @@ class Flag:
     help: str = ""
     nargs: int | str | None = None
     choices: tuple[object, ...] | None = None
+    aliases: tuple[str, ...] = ()  # further spellings, e.g. the release's ``--num_frames`` for ``--num-frames``
 
 
 _STANDARD_FLAGS = (
@@ -275,9 +276,11 @@ _STANDARD_FLAGS = (
     Flag("--outputs", "outputs", help="output directory"),
     Flag("--prompt", "prompt", help="one or more text prompts", nargs="+"),
     Flag("--prompt-path", "prompt_path", help="text file with one prompt per line"),
-    Flag("--num-frames", "num_frames", parse_value, "frame count (int) or a duration such as 4s"),
-    Flag("--resolution", "resolution", help="resolution name such as 480p or 720p"),
-    Flag("--aspect-ratio", "aspect_ratio", help="aspect ratio such as 9:16"),
+    Flag("--num-frames", "num_frames", parse_value, "frame count (int) or a duration such as 4s",
+         aliases=("--num_frames",)),
+    Flag("--resolution", "resolution", help="resolution name such as 480p, 720p or (2.0) 256px, 768px"),
+    Flag("--aspect-ratio", "aspect_ratio", help="aspect ratio: H:W such as 9:16 (1.x), W:H such as 16:9 (2.0)",
+         aliases=("--aspect_ratio",)),
     Flag("--image-size", "image_size", int, "height and width in pixels", nargs=2),
     Flag("--fps", "fps", int, "frame rate the model is conditioned on"),
     Flag("--save-fps", "save_fps", int, "frame rate of saved videos"),
@@ -287,7 +290,7 @@ _STANDARD_FLAGS = (
     Flag("--start-index", "start_index", int, "first prompt to use"),
     Flag("--end-index", "end_index", int, "prompt index to stop before"),
     Flag("--loop", "loop", int, "number of extension loops"),
-    Flag("--reference-path", "reference_path", help="reference images or videos", nargs="+"),
+    Flag("--reference-path", "reference_path", help="reference images or videos", nargs="+", aliases=("--ref",)),
     Flag("--mask-strategy", "mask_strategy", help="mask strategies, one per prompt", nargs="+"),
     Flag("--aes", "aes", float, "aesthetic score to condition on"),
     Flag("--flow", "flow", float, "motion score to condition on"),
@@ -329,6 +332,7 @@ def make_parser(
         metavar = "{true,false}" if flag.type is parse_bool else flag.key.rsplit(".", 1)[-1].upper()
         parser.add_argument(
             flag.name,
+            *flag.aliases,
             dest=flag.key,
             type=flag.type,
             nargs=flag.nargs,

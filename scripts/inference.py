@@ -4,6 +4,8 @@ python scripts/inference.py --prompt "a red circle moving right"   # the demo mo
 
 python scripts/inference.py configs/opensora-v1-2/inference/sample.py --num-frames 4s \\
     --resolution 720p --aspect-ratio 9:16 --prompt "a beautiful waterfall"
+python scripts/inference.py configs/opensora-v2/inference/256px.py --cond_type i2v_head --ref cat.png \\
+    --num_frames 129 --aspect_ratio 16:9 --motion-score 4 --prompt "a cat turns its head"
 torchrun --nproc_per_node 2 scripts/inference.py CONFIG ...   # sequence-parallel over 2 processes
 """
 
@@ -33,6 +35,11 @@ FLAGS = standard_flags(
     Flag("--llm-refine", "llm_refine", parse_bool, "refine prompts with the OpenAI API (needs OPENAI_API_KEY)"),
     Flag("--offload", "offload", parse_bool, "keep the model and VAE on the CPU while the other runs"),
     Flag("--device", "device", help="cpu, cuda or cuda:N"),
+    Flag("--cond_type", "cond_type", help="2.0: t2v, i2v_head, i2v_tail, i2v_loop, v2v_head or v2v_tail",
+         aliases=("--cond-type",)),
+    Flag("--motion-score", "motion_score", help="2.0: motion score appended to the prompt (e.g. 4)",
+         aliases=("--motion_score",)),
+    Flag("--negative-prompt", "negative_prompt", help="2.0: the negative prompt (default empty)"),
     Flag("--verbose", "verbose", int, "0 quiet, 1 a line per sample, 2 progress bars"),
 ]  # fmt: skip
 

@@ -26,6 +26,14 @@ __vae_temporal = dict(
     num_groups=4,
 )
 
+# Open-Sora 2.0: the MMDiT of the golden files (2 double + 2 single blocks), its text-to-image (Flux)
+# variant, a 16-channel causal VAE of the Hunyuan kind, and a 16-channel image autoencoder for t2i2v
+__mmdit = dict(
+    hidden_size=64, num_heads=4, depth=2, depth_single_blocks=2, mlp_ratio=4.0, in_channels=64,
+    vec_in_dim=32, context_in_dim=32, axes_dim=[4, 6, 6], theta=10000, qkv_bias=True, patch_size=2,
+)  # fmt: skip
+__image_vae = dict(__vae_2d, AutoencoderKL_config=dict(__vae_2d["AutoencoderKL_config"], latent_channels=16))
+
 _tiny = dict(
     stdit=dict(type="STDiT", hidden_size=64, **__dit),  # input_size is the caller's
     stdit2=dict(type="STDiT2", hidden_size=48, **__dit),
@@ -34,4 +42,15 @@ _tiny = dict(
     vae_temporal=__vae_temporal,
     vae=dict(type="VideoAutoencoderPipeline", vae_2d=__vae_2d, vae_temporal=__vae_temporal),  # 1.2's kind
     text_encoder=dict(type="hash", output_dim=32, model_max_length=8),
-)
+    mmdit=dict(type="MMDiT", **__mmdit, cond_embed=True, guidance_embed=False, fused_qkv=False, use_liger_rope=True),
+    mmdit_t2i=dict(type="MMDiT", **__mmdit, cond_embed=False, guidance_embed=True, fused_qkv=True,
+                   use_liger_rope=False),
+    hunyuan_vae=dict(type="hunyuan_vae", latent_channels=16, block_out_channels=[8, 16, 16, 16], layers_per_block=1,
+                     norm_num_groups=4),
+    image_vae=__image_vae,
+    # T5 states (y, mask) then a pooled vector standing in for CLIP's (y_vec)
+    text_encoders_v2=dict(type="text_encoders", encoders=dict(
+        t5=dict(type="hash", output_dim=32, model_max_length=8),
+        clip=dict(type="hash", output_dim=32, model_max_length=8, seed=1, pooled=True),
+    )),
+)  # fmt: skip

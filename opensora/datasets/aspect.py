@@ -7,6 +7,10 @@ import into read-only mappings:
   where a ratio key is height / width as text: ``"0.56"`` is a landscape frame such as 240 x 426.
 - ``ASPECT_RATIO_MAP``: a height:width name (``"9:16"``, landscape) -> its ratio key (``"0.56"``).
 - ``NUM_FRAMES_MAP``: a duration name (``"2s"``, ``"1x"``) -> frame count.
+
+Open-Sora 2.0 names its two resolutions by side length (``"256px"``, ``"768px"``: that many pixels
+squared) and its aspect ratios width:height (``"16:9"`` is landscape, 192 x 336 at 256px), with sides
+rounded to multiples of 16 (:func:`get_image_size_v2`).
 """
 
 from __future__ import annotations
@@ -57,12 +61,34 @@ def get_closest_ratio(height: float, width: float, ratios: Mapping[str, tuple[in
     return min(ratios, key=lambda key: abs(float(key) - aspect))
 
 
+RESOLUTIONS_V2 = {"256px": 256 * 256, "768px": 768 * 768}  # name -> pixel count
+ASPECT_RATIOS_V2 = ("16:9", "9:16", "1:1", "2.39:1")  # the release's width:height choices
+
+
+def get_image_size_v2(resolution: str, ratio: str) -> tuple[int, int]:
+    """(H, W) of a 2.0 resolution at a width:height ``ratio`` (any ``"W:H"``, the release's four first)."""
+    if resolution not in RESOLUTIONS_V2:
+        raise ConfigError(f"unknown Open-Sora 2.0 resolution {resolution!r} (known: {', '.join(RESOLUTIONS_V2)})")
+    try:
+        w_part, h_part = (float(part) for part in str(ratio).split(":"))
+    except ValueError:
+        w_part = h_part = float("nan")
+    if not (math.isfinite(w_part) and math.isfinite(h_part) and w_part > 0 and h_part > 0):
+        raise ConfigError(f"aspect ratio {ratio!r} for {resolution}: expected width:height such as "
+                          f"{', '.join(ASPECT_RATIOS_V2)}")  # fmt: skip
+    height = math.sqrt(RESOLUTIONS_V2[resolution] * h_part / w_part)
+    width = height * w_part / h_part
+    return max(16, round(height / 16) * 16), max(16, round(width / 16) * 16)
+
+
 def get_image_size(resolution: str, ratio: str | float) -> tuple[int, int]:
-    """(H, W) of ``resolution`` at ``ratio``.
+    """(H, W) of ``resolution`` at ``ratio`` (2.0 names such as ``"256px"``: :func:`get_image_size_v2`).
 
     ``ratio`` is an H:W name (``"9:16"``), a ratio key of that resolution's table (``"0.56"``; ``"0.5"``
     matches ``"0.50"``) or a number H/W, which picks the closest ratio of the table.
     """
+    if resolution in RESOLUTIONS_V2:
+        return get_image_size_v2(resolution, str(ratio))
     table = check_resolution(resolution)
     if isinstance(ratio, numbers.Real) and not isinstance(ratio, bool):
         if not math.isfinite(ratio) or ratio <= 0:

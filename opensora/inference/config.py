@@ -12,12 +12,13 @@ from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from opensora.datasets.aspect import get_image_size
+from opensora.datasets.aspect import RESOLUTIONS_V2, get_image_size
 from opensora.errors import ConfigError
 from opensora.inference.sizes import DEFAULT_FPS, LoopSettings
 
 DEFAULT_IMAGE_SIZE = (256, 256)  # (H, W) when a config names neither image_size nor resolution
 DEFAULT_ASPECT_RATIO = "9:16"  # with a resolution: height:width of the landscape frame
+DEFAULT_ASPECT_RATIO_V2 = "16:9"  # with a 2.0 resolution (256px, 768px): width:height of the landscape frame
 
 
 @dataclass
@@ -53,6 +54,12 @@ class InferenceConfig:
     condition_frame_length: int = LoopSettings.condition_frame_length
     condition_frame_edit: float = LoopSettings.condition_frame_edit
     align: int | None = LoopSettings.align
+    # Open-Sora 2.0 (MMDiT models): the conditioning mode, the motion score and negative prompt the
+    # prompts get, and text-to-image-to-video (see opensora.inference.runner.FIRST_FRAME_KEYS)
+    cond_type: str | None = None  # t2v, i2v_head, i2v_tail, i2v_loop, v2v_head, v2v_tail (None: t2v)
+    motion_score: str | int | float | None = None  # appended as "{m} motion score."
+    negative_prompt: str | None = None
+    t2i: dict | None = None  # dict(model=..., vae=..., scheduler=..., resolution=...): frame 0 drawn by text-to-image
     # sampling
     seed: int = 42
     batch_size: int = 1
@@ -99,7 +106,8 @@ class InferenceConfig:
                 raise ConfigError(f"the config sets both resolution '{self.resolution}' and image_size "
                                   f"{height}x{width}: keep one (on the command line, --resolution or "
                                   "--image-size replaces the config's)")  # fmt: skip
-            return get_image_size(self.resolution, self.aspect_ratio or DEFAULT_ASPECT_RATIO)
+            default = DEFAULT_ASPECT_RATIO_V2 if self.resolution in RESOLUTIONS_V2 else DEFAULT_ASPECT_RATIO
+            return get_image_size(self.resolution, self.aspect_ratio or default)
         if self.aspect_ratio is not None:
             size = "the default 256x256" if self.image_size is None else "image_size {}x{}".format(*self.image_size)
             raise ConfigError(f"aspect_ratio '{self.aspect_ratio}' needs a resolution (e.g. --resolution 720p); "

@@ -14,16 +14,18 @@ from pathlib import Path
 import torch
 
 from opensora.acceleration.parallel import ParallelDims, destroy_distributed, init_distributed
-from opensora.datasets.aspect import get_num_frames
+from opensora.datasets.aspect import get_image_size, get_num_frames
 from opensora.datasets.video_io import probe
 from opensora.errors import ConfigError
-from opensora.inference.adapters import adapter_for
-from opensora.inference.adapters.stdit import check_fixed_latent_size, latent_size_v1_2
+from opensora.inference.adapters import adapter_for, family
+from opensora.inference.adapters.mmdit import MMDiTAdapter, check_num_frames
+from opensora.inference.adapters.stdit import check_fixed_latent_size
 from opensora.inference.conditioning import check_references, parse_mask_strategy, resolve_start
-from opensora.inference.config import InferenceConfig
+from opensora.inference.config import DEFAULT_ASPECT_RATIO_V2, InferenceConfig
 from opensora.inference.media import save_sample
 from opensora.inference.memory import StageMemory, estimate_peak, format_estimate
-from opensora.inference.pipeline import VideoPipeline
+from opensora.inference.mmdit_sampling import check_cond_type, reference_frame_ranges
+from opensora.inference.pipeline import FirstFrameStage, VideoPipeline
 from opensora.inference.prompts import (
     PromptRequest,
     append_scores,
@@ -75,8 +77,11 @@ def check_request(cfg: InferenceConfig) -> Plan:
     """
     size, latent = check_config(cfg)
     requests = read_requests(cfg)
-    for _, request in requests:
-        _check_conditioning(cfg, request, latent)
+    if is_mmdit(cfg):
+        _check_conditioning_v2(cfg, [request for _, request in requests], size, latent)
+    else:
+        for _, request in requests:
+            _check_conditioning(cfg, request, latent)
     if cfg.llm_refine:
         requests = _refine(requests)
     return Plan(size, requests)
@@ -93,7 +98,72 @@ def check_config(cfg: InferenceConfig) -> tuple[VideoSize, tuple[int, int, int] 
     for module_cfg in (cfg.model, cfg.vae, cfg.text_encoder):
         check_module_config(module_cfg, MODELS)
     _check_device(cfg.device)
+    _check_family_keys(cfg)
+    if cfg.t2i is not None:
+        _check_first_frame_config(cfg)
     return size, _check_latent_geometry(cfg, size)
+
+
+def is_mmdit(cfg: InferenceConfig) -> bool:
+    return family(cfg.model["type"]) == "mmdit"
+
+
+def _check_family_keys(cfg: InferenceConfig) -> None:
+    """Keys of one model family given to the other are refused rather than ignored."""
+    if is_mmdit(cfg):
+        used = [key for key in ("mask_strategy", "aes", "flow", "camera_motion") if getattr(cfg, key)]
+        if used:
+            raise ConfigError(f"{', '.join(used)}: 1.x option(s); Open-Sora 2.0 models take cond_type, "
+                              "motion_score and negative_prompt")  # fmt: skip
+        if cfg.cond_type is not None:
+            check_cond_type(cfg.cond_type)
+        return
+    used = [key for key in ("cond_type", "motion_score", "negative_prompt", "t2i") if getattr(cfg, key) is not None]
+    if used:
+        raise ConfigError(f"{', '.join(used)}: Open-Sora 2.0 option(s), but model '{cfg.model['type']}' is a 1.x "
+                          "model (use mask_strategy, aes, flow)")  # fmt: skip
+
+
+FIRST_FRAME_KEYS = ("model", "vae", "scheduler", "resolution")  # the keys of a config's t2i entry
+
+
+def _check_first_frame_config(cfg: InferenceConfig) -> None:
+    unknown = sorted(set(cfg.t2i) - set(FIRST_FRAME_KEYS))
+    missing = [key for key in ("model", "vae") if key not in cfg.t2i]
+    if unknown or missing:
+        raise ConfigError(f"t2i: unknown key(s) {unknown} / missing {missing} (keys: {', '.join(FIRST_FRAME_KEYS)})")
+    for key in ("model", "vae"):
+        check_module_config(cfg.t2i[key], MODELS)
+    build_module(cfg.t2i.get("scheduler", {"type": "rflow_v2"}), SCHEDULERS)
+    _first_frame_size(cfg)
+    if cfg.cond_type not in (None, "t2v", "i2v_head"):
+        raise ConfigError(f"t2i draws the first frame (cond_type i2v_head); cond_type {cfg.cond_type} cannot be used")
+
+
+def _first_frame_size(cfg: InferenceConfig) -> tuple[int, int] | None:
+    resolution = cfg.t2i.get("resolution")
+    if resolution is None:
+        return None
+    return get_image_size(resolution, cfg.aspect_ratio or DEFAULT_ASPECT_RATIO_V2)
+
+
+def _check_conditioning_v2(
+    cfg: InferenceConfig, requests: list[PromptRequest], size: VideoSize, latent: tuple[int, int, int] | None
+) -> None:
+    """The 2.0 checks of :class:`MMDiTAdapter` (frame count, cond type, references given), then each
+    reference file is read and long enough for its mode."""
+    vae = _architecture(cfg.vae) if cfg.vae is not None else None
+    adapter = MMDiTAdapter(cond_type=cfg.cond_type or "t2v", causal=bool(getattr(vae, "causal", True)))
+    if cfg.t2i is not None:  # the drawn image is each request's reference
+        frame = torch.zeros(3, 1, size.height, size.width)
+        requests = [request.with_first_frame(frame, "i2v_head") for request in requests]
+    adapter.check(requests, size, loop_settings(cfg), latent[0] if latent else 1)
+    for request in requests:
+        if request.reference_paths and cfg.vae is None:
+            raise ConfigError(f"prompt {request.text[:40]!r}: references need a VAE: add a 'vae' entry to the config")
+        if request.reference_paths and adapter.request_cond_type(request) != "t2v":
+            frames = [probe(path).num_frames for path in request.reference_paths]
+            reference_frame_ranges(adapter.request_cond_type(request), frames, adapter.causal)
 
 
 def _check_device(device: str | None) -> None:
@@ -142,12 +212,15 @@ def _check_latent_geometry(cfg: InferenceConfig, size: VideoSize) -> tuple[int, 
     vae = _architecture(cfg.vae) if cfg.vae is not None else None
     if vae is None and cfg.vae is not None:
         return None
-    T, H, W = (vae.get_latent_size((size.num_frames, size.height, size.width)) if vae is not None
-               else latent_size_v1_2(size.num_frames, size.height, size.width))  # fmt: skip
+    adapter = adapter_for(model, vae=vae)
+    if is_mmdit(cfg):  # the frame rule first: a causal VAE would size any count
+        check_num_frames(size.num_frames, adapter.causal)
+    T, H, W = adapter.latent_size(vae, size)
     check_fixed_latent_size(getattr(model, "input_size", None), (T, H, W), size)
-    in_channels, latent_channels = getattr(model, "config", {}).get("in_channels"), getattr(vae, "out_channels", None)
-    if None not in (in_channels, latent_channels) and in_channels != latent_channels:
-        raise ConfigError(f"the VAE gives {latent_channels}-channel latents; the model's in_channels is {in_channels}")
+    latent_channels = getattr(vae, "out_channels", None)
+    if latent_channels is not None and adapter.latent_channels != latent_channels:
+        raise ConfigError(f"the VAE gives {latent_channels}-channel latents; the model takes "
+                          f"{adapter.latent_channels}-channel latents (in_channels {model.config.get('in_channels')})")
     check_loop(loop_settings(cfg), T)
     return T, H, W
 
@@ -186,17 +259,38 @@ def _architecture(module_cfg: dict) -> torch.nn.Module | None:
 def build_pipeline(cfg: InferenceConfig, device: torch.device) -> VideoPipeline:
     dtype = parse_dtype(cfg.dtype)
     parked = torch.device("cpu") if cfg.offload else device
-    # modules are built on the CPU; weights no checkpoint sets (tiny random configs) come from cfg.seed,
-    # drawn from a forked generator so that the caller's random state is what it was
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(cfg.seed)
-        text_encoder = build_module(cfg.text_encoder, MODELS).to("cpu")  # visits the device only to encode
-        model = build_module(cfg.model, MODELS).to(parked, dtype).eval()
-        vae = build_module(cfg.vae, MODELS)
+    text_encoder = _seeded_build(cfg.text_encoder, cfg.seed).to("cpu")  # visits the device only to encode
+    model = _seeded_build(cfg.model, cfg.seed + 1).to(parked, dtype).eval()
+    vae = _seeded_build(cfg.vae, cfg.seed + 2)
     if vae is not None:
         vae = vae.to(parked, dtype).eval()
     scheduler = build_module(cfg.scheduler, SCHEDULERS)
-    return VideoPipeline(model, scheduler, text_encoder, vae, adapter_for(model), device, dtype, offload=cfg.offload)
+    tokens = getattr(text_encoder, "model_max_length", None)
+    adapter = adapter_for(model, vae=vae, cond_type=cfg.cond_type, motion_score=cfg.motion_score,
+                          negative_prompt=cfg.negative_prompt, text_tokens=tokens)  # fmt: skip
+    first_frame = _build_first_frame(cfg, text_encoder, device, dtype) if cfg.t2i is not None else None
+    return VideoPipeline(model, scheduler, text_encoder, vae, adapter, device, dtype, offload=cfg.offload,
+                         first_frame=first_frame)  # fmt: skip
+
+
+def _seeded_build(module_cfg: dict | None, seed: int):
+    """``module_cfg`` built on the CPU; weights no checkpoint sets (tiny random configs) come from ``seed``,
+    one per module (so loading one module's weights leaves the others' draws as they were), drawn from a
+    forked generator so that the caller's random state is what it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        return build_module(module_cfg, MODELS)
+
+
+def _build_first_frame(cfg: InferenceConfig, text_encoder: torch.nn.Module, device, dtype) -> FirstFrameStage:
+    """The text-to-image pipeline of t2i2v: its own model, image autoencoder and schedule; the same text encoders."""
+    parked = torch.device("cpu") if cfg.offload else device
+    model = _seeded_build(cfg.t2i["model"], cfg.seed + 3).to(parked, dtype).eval()
+    vae = _seeded_build(cfg.t2i["vae"], cfg.seed + 4).to(parked, dtype).eval()
+    scheduler = build_module(cfg.t2i.get("scheduler", {"type": "rflow_v2", "guidance": 4.0}), SCHEDULERS)
+    pipeline = VideoPipeline(model, scheduler, text_encoder, vae, adapter_for(model, vae=vae), device, dtype,
+                             offload=cfg.offload)  # fmt: skip
+    return FirstFrameStage(pipeline, _first_frame_size(cfg))
 
 
 def read_requests(cfg: InferenceConfig) -> list[tuple[int, PromptRequest]]:

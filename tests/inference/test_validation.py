@@ -35,7 +35,7 @@ BAD_INPUT = [
     (("--cfg-options", "vae.vae_temporal.filterz=8"), "model 'VAE_Temporal': unknown argument 'filterz'"),
     (("--cfg-options", "text_encoder.dim=8"), "model 'hash': unknown argument 'dim'"),
     (("--cfg-options", "multi_resolution=STDiT3"), "config key 'multi_resolution' expects one of 'STDiT2' | None"),
-    (("--cfg-options", "model.in_channels=8"), "the VAE gives 4-channel latents; the model's in_channels is 8"),
+    (("--cfg-options", "model.in_channels=8"), "the VAE gives 4-channel latents; the model takes 8-channel"),
     # mask strategies and references
     (("--mask-strategy", "0,x"), "malformed mask strategy '0,x'"),
     (("--mask-strategy", "0,1"), "uses reference 1 but 0 reference(s) are given"),
