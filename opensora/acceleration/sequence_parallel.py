@@ -18,6 +18,9 @@ instead. Hence: average gradients over all ``dp_size * sp_size`` processes, as D
 the whole world do, never over the data-parallel group alone (the SP group's copies would then
 drift apart). Random draws made inside the model (caption dropout, drop path) and the noise and
 timesteps of the loss must agree within an SP group: seed by data-parallel rank.
+
+:func:`apply_sequence_parallel` also takes the Open-Sora 2.0 MMDiT, whose joint text+image
+attention is split by :mod:`opensora.acceleration.sequence_parallel_mmdit` (any group size).
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
 from torch.distributed import ProcessGroup
 
 from opensora.errors import ConfigError
 from opensora.models.layers.attention import attention
+from opensora.models.mmdit.mmdit import MMDiT
 from opensora.models.stdit.stdit3 import STDiT3
 
 
@@ -134,14 +139,21 @@ class SequenceParallel:
         return self
 
 
-def apply_sequence_parallel(model: STDiT3, sp_group: ProcessGroup) -> None:
-    """Make ``model`` split its spatial tokens across ``sp_group``; its outputs stay the same.
+def apply_sequence_parallel(model: nn.Module, sp_group: ProcessGroup) -> None:
+    """Make ``model`` split its tokens across ``sp_group``; its outputs stay the same.
 
+    STDiT3 splits its spatial tokens (num_heads divisible by the group size); MMDiT its text and
+    image tokens (:func:`~opensora.acceleration.sequence_parallel_mmdit.apply_mmdit_sequence_parallel`).
     Call before wrapping the model for data parallelism; see the module docstring for how the
     gradients must then be reduced.
     """
+    if isinstance(model, MMDiT):
+        from opensora.acceleration.sequence_parallel_mmdit import apply_mmdit_sequence_parallel  # imports this module
+
+        apply_mmdit_sequence_parallel(model, sp_group)
+        return
     if not isinstance(model, STDiT3):
-        raise ConfigError(f"sequence parallelism supports STDiT3 models, not {type(model).__name__}")
+        raise ConfigError(f"sequence parallelism supports STDiT3 and MMDiT models, not {type(model).__name__}")
     size = dist.get_world_size(sp_group)
     for block in model.spatial_blocks:
         if block.attn.num_heads % size != 0:

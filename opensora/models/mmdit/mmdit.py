@@ -11,15 +11,17 @@ Every block is modulated by ``vec`` = embedding(timestep) [+ embedding(guidance)
 Order of operations inside attention: q/k/v projections -> per-head RMSNorm of q and k -> rope
 (:mod:`opensora.models.layers.rope_nd`) -> attention without mask, scale 1/sqrt(head_dim).
 
-Sequence parallelism can be installed from outside: positions are encoded once per forward
-(:meth:`MMDiT.rope`, a :class:`RopeTable` that can be narrowed to a share of the tokens), and each
-block runs its joint attention through one method, ``_attend(q, k, v)`` on rotated
-[B, heads, L, head_dim] tensors.
+Sequence parallelism is installed from outside (:mod:`opensora.acceleration.sequence_parallel_mmdit`)
+as ``model.sequence_parallel``: its ``shard(N_txt, N_img)`` splits each stream's tokens after
+embedding (and the position ids, so the rope is encoded once, for this process's tokens only),
+supplies the joint attention that each block's ``_attend`` calls on rotated [B, heads, L_local,
+head_dim] tensors, and gathers the image tokens after the final layer. Every other operation is
+per token.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -173,12 +175,15 @@ class DoubleStreamBlock(nn.Module):
         self.txt_mlp = feed_forward(hidden_size, mlp_hidden)
         self.backend = "sdpa"
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Joint attention of rotated q, k and v [B, heads, L, D] -> [B, heads, L, D]."""
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attend: Callable | None) -> torch.Tensor:
+        """Joint attention of rotated q, k and v [B, heads, L, D] -> [B, heads, L, D]; ``attend(q, k, v,
+        backend)``, when given, attends over the tokens of every process (sequence parallelism)."""
+        if attend is not None:
+            return attend(q, k, v, self.backend)
         return attention(q, k, v, backend=self.backend)
 
     def forward(
-        self, img: torch.Tensor, txt: torch.Tensor, vec: torch.Tensor, pe: RopeTable
+        self, img: torch.Tensor, txt: torch.Tensor, vec: torch.Tensor, pe: RopeTable, attend: Callable | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         img_shift1, img_scale1, img_gate1, img_shift2, img_scale2, img_gate2 = self.img_mod(vec)
         txt_shift1, txt_scale1, txt_gate1, txt_shift2, txt_scale2, txt_gate2 = self.txt_mod(vec)
@@ -188,7 +193,7 @@ class DoubleStreamBlock(nn.Module):
         q = pe.rotate(torch.cat((txt_q, img_q), dim=2))  # (B, heads, L_txt + L_img, D)
         k = pe.rotate(torch.cat((txt_k, img_k), dim=2))
         v = torch.cat((txt_v, img_v), dim=2)
-        out = merge_heads(self._attend(q, k, v))  # (B, L_txt + L_img, hidden)
+        out = merge_heads(self._attend(q, k, v, attend))  # (B, L_txt + L_img, hidden)
         txt_out, img_out = out.split((txt.shape[1], img.shape[1]), dim=1)
 
         img = img + img_gate1 * self.img_attn.proj(img_out)
@@ -219,8 +224,11 @@ class SingleStreamBlock(nn.Module):
         self.modulation = Modulation(hidden_size, sets=1)
         self.backend = "sdpa"
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Joint attention of rotated q, k and v [B, heads, L, D] -> [B, heads, L, D]."""
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attend: Callable | None) -> torch.Tensor:
+        """Joint attention of rotated q, k and v [B, heads, L, D] -> [B, heads, L, D]; ``attend(q, k, v,
+        backend)``, when given, attends over the tokens of every process (sequence parallelism)."""
+        if attend is not None:
+            return attend(q, k, v, self.backend)
         return attention(q, k, v, backend=self.backend)
 
     def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -233,11 +241,13 @@ class SingleStreamBlock(nn.Module):
             q, k, v = (split_heads(t, self.num_heads) for t in (self.q_proj(x), self.k_proj(x), v))
         return q, k, v, mlp_in
 
-    def forward(self, x: torch.Tensor, vec: torch.Tensor, pe: RopeTable) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, vec: torch.Tensor, pe: RopeTable, attend: Callable | None = None
+    ) -> torch.Tensor:
         shift, scale, gate = self.modulation(vec)
         q, k, v, mlp_in = self._project(modulate(self.pre_norm(x), shift, scale))
         q, k = self.norm(q, k, v)
-        out = merge_heads(self._attend(pe.rotate(q), pe.rotate(k), v))  # (B, L, hidden)
+        out = merge_heads(self._attend(pe.rotate(q), pe.rotate(k), v, attend))  # (B, L, hidden)
         return x + gate * self.linear2(torch.cat((out, self.mlp_act(mlp_in)), dim=-1))
 
 
@@ -317,6 +327,8 @@ class MMDiT(DiffusionTransformer):
             SingleStreamBlock(hidden_size, num_heads, mlp_ratio, fused_qkv) for _ in range(depth_single_blocks)
         )
         self.final_layer = LastLayer(hidden_size, in_channels)
+        # set by opensora.acceleration.sequence_parallel: shard(N_txt, N_img) -> split/attend/gather
+        self.sequence_parallel = None
 
     # ---- embedding the inputs -------------------------------------------------------------------
     def embed_vector(
@@ -367,15 +379,23 @@ class MMDiT(DiffusionTransformer):
         vec = self.embed_vector(timesteps, y_vec, guidance)  # (B, hidden)
         img = self.embed_image(img, cond)  # (B, N_img, hidden)
         txt = self.txt_in(txt.to(img.dtype))  # (B, N_txt, hidden)
-        pe = self.rope(txt_ids, img_ids)  # cos/sin (B, 1, N_txt + N_img, head_dim/2)
+
+        # with sequence parallelism this process keeps N_txt_local text and N_img_local image tokens
+        shard = self.sequence_parallel.shard(txt.shape[1], img.shape[1]) if self.sequence_parallel is not None else None
+        if shard is not None:
+            txt, img = shard.split_txt(txt), shard.split_img(img)  # (B, N_txt_local | N_img_local, hidden)
+            txt_ids, img_ids = shard.split_txt(txt_ids), shard.split_img(img_ids)
+        attend = shard.attend if shard is not None else None
+        pe = self.rope(txt_ids, img_ids)  # cos/sin (B, 1, N_txt + N_img, head_dim/2) of the tokens held here
 
         for block in self.double_blocks:
-            img, txt = self.run_block(block, img, txt, vec, pe)
+            img, txt = self.run_block(block, img, txt, vec, pe, attend)
         x = torch.cat((txt, img), dim=1)  # (B, N_txt + N_img, hidden)
         for block in self.single_blocks:
-            x = self.run_block(block, x, vec, pe)
+            x = self.run_block(block, x, vec, pe, attend)
         img = x[:, txt.shape[1] :]  # text tokens are dropped
-        return self.final_layer(img, vec)  # (B, N_img, in_channels)
+        img = self.final_layer(img, vec)  # (B, N_img, in_channels)
+        return shard.gather_img(img) if shard is not None else img
 
 
 # ---- moving weights between the two rope layouts ----------------------------------------------

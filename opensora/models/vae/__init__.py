@@ -1,4 +1,5 @@
 from opensora.models.vae.discriminator import NLayerDiscriminator3D
+from opensora.models.vae.flux_ae import FluxAutoencoder
 from opensora.models.vae.hunyuan import AutoencoderKLCausal3D
 from opensora.models.vae.pipeline import VAEOutput, VideoAutoencoderPipeline, opensora_vae_v1_2
 from opensora.models.vae.spatial import SpatialVAE
@@ -6,6 +7,7 @@ from opensora.models.vae.temporal import TemporalVAE
 
 __all__ = [
     "AutoencoderKLCausal3D",
+    "FluxAutoencoder",
     "NLayerDiscriminator3D",
     "SpatialVAE",
     "TemporalVAE",
