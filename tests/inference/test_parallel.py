@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -58,6 +59,7 @@ def test_two_processes_give_the_latents_and_video_of_one(tmp_path):
     assert np.abs(one - two).mean() < 3.0
 
 
+@pytest.mark.skipif(not Path(ARGS_V2[1]).exists(), reason="the tiny Open-Sora 2.0 config is not in this checkout")
 def test_two_processes_give_the_video_of_one_with_mmdit(tmp_path):
     # 2.0: text and image tokens split between the processes, joint attention over both (Ulysses)
     one, two = _frames(_run(tmp_path, "one", 1, args=ARGS_V2)), _frames(_run(tmp_path, "two", 2, args=ARGS_V2))
