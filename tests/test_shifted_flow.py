@@ -80,5 +80,10 @@ def test_bad_settings_are_one_line_config_errors_naming_the_key(kwargs, key):
 
 
 def test_unknown_setting_is_refused_by_the_registry():
-    with pytest.raises(ConfigError, match="cfg_scale"):
-        build_module({"type": "rflow_v2", "cfg_scale": 7.0}, SCHEDULERS)
+    with pytest.raises(ConfigError, match="use_timestep_transform"):
+        build_module({"type": "rflow_v2", "use_timestep_transform": True}, SCHEDULERS)
+
+
+def test_cfg_scale_is_the_1_x_name_of_the_text_guidance():
+    scheduler = build_module({"type": "rflow_v2", "cfg_scale": 5.0}, SCHEDULERS)
+    assert scheduler.guidance == scheduler.cfg_scale == 5.0

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import torch
 
-from opensora.datasets.aspect import get_image_size, get_num_frames
+from opensora.datasets.aspect import ASPECT_RATIOS_V2, RESOLUTIONS_V2, get_image_size, get_num_frames
 from opensora.errors import ConfigError
-from opensora.inference.config import DEFAULT_ASPECT_RATIO, InferenceConfig
+from opensora.inference.adapters.mmdit import MMDiTAdapter
+from opensora.inference.config import DEFAULT_ASPECT_RATIO, DEFAULT_ASPECT_RATIO_V2, InferenceConfig
 from opensora.inference.media import save_sample
 from opensora.inference.pipeline import VideoPipeline, VideoSize
 from opensora.inference.prompts import append_scores, check_camera_motion
@@ -31,6 +32,7 @@ from opensora.registry import SCHEDULERS, build_module
 RESOLUTIONS = ("144p", "240p", "360p", "480p", "720p")  # the range the 1.1 and 1.2 models were trained on
 ASPECT_RATIO_NAMES = ("9:16", "16:9", "3:4", "4:3", "1:1")  # height:width, so "9:16" is landscape
 DURATIONS = ("2s", "4s", "8s", "16s")
+DURATIONS_V2 = ("33 frames", "65 frames", "97 frames", "129 frames")  # Open-Sora 2.0: 4k+1 frames
 IMAGE = "image"  # the duration choice of a single frame
 MAX_SAMPLING_STEPS = 1000
 _PIXEL_SIZE = re.compile(r"^(\d+)x(\d+)$")
@@ -87,6 +89,8 @@ def size_choices(cfg: InferenceConfig, pipeline: VideoPipeline) -> SizeChoices:
     if getattr(pipeline.model, "input_size", None) is not None:  # one latent size only
         pixels = f"{default.height}x{default.width}"
         return SizeChoices((pixels,), (), (frames,), pixels, None, frames, cfg.fps)
+    if isinstance(pipeline.adapter, MMDiTAdapter):
+        return _size_choices_v2(cfg, default, frames)
     named = {get_num_frames(name): name for name in DURATIONS}
     duration = named.get(default.num_frames, IMAGE if default.num_frames == 1 else frames)
     durations = (IMAGE, *([] if duration in (IMAGE, *DURATIONS) else [duration]), *DURATIONS)
@@ -99,6 +103,17 @@ def size_choices(cfg: InferenceConfig, pipeline: VideoPipeline) -> SizeChoices:
         aspect_ratio = _closest_name(default.height, default.width)
     aspect_ratios = ASPECT_RATIO_NAMES if aspect_ratio in ASPECT_RATIO_NAMES else (aspect_ratio, *ASPECT_RATIO_NAMES)
     return SizeChoices(resolutions, aspect_ratios, durations, resolution, aspect_ratio, duration, cfg.fps)
+
+
+def _size_choices_v2(cfg: InferenceConfig, default: VideoSize, frames: str) -> SizeChoices:
+    """Open-Sora 2.0: its two resolutions at width:height ratios, 1 or 4k+1 frames."""
+    duration = IMAGE if default.num_frames == 1 else frames
+    durations = (IMAGE, *([] if duration in (IMAGE, *DURATIONS_V2) else [duration]), *DURATIONS_V2)
+    resolution = cfg.resolution or f"{default.height}x{default.width}"
+    resolutions = tuple(RESOLUTIONS_V2) if resolution in RESOLUTIONS_V2 else (resolution, *RESOLUTIONS_V2)
+    aspect_ratio = cfg.aspect_ratio or DEFAULT_ASPECT_RATIO_V2
+    ratios = ASPECT_RATIOS_V2 if aspect_ratio in ASPECT_RATIOS_V2 else (aspect_ratio, *ASPECT_RATIOS_V2)
+    return SizeChoices(resolutions, ratios, durations, resolution, aspect_ratio, duration, cfg.fps)
 
 
 def _closest_name(height: int, width: int) -> str:
@@ -172,6 +187,8 @@ class InteractiveGenerator:
             from opensora.inference.refine import refine_prompts
 
             text = refine_prompts([text])[0]
+        if isinstance(self.pipeline.adapter, MMDiTAdapter):  # 2.0 appends its own suffixes (fps, motion score)
+            return text
         scores = request.scores
         check_camera_motion(scores.camera_motion)
         return append_scores(text, scores.aes, scores.flow, scores.camera_motion)

@@ -67,7 +67,8 @@ class ShiftedFlow:
     applies at even steps only (1.0 at odd ones). ``scale_temporal_osci``: in the i2v modes the
     image scale ramps from 1 at the first latent frame to a per-step maximum that falls from
     ``guidance_img`` to 1 over the schedule. ``flow_shift`` fixes the warp strength instead of
-    deriving it from the video size; ``shift=False`` keeps the uniform grid.
+    deriving it from the video size; ``shift=False`` keeps the uniform grid. ``cfg_scale`` (the
+    ``--cfg-scale`` flag) is another name for ``guidance``.
 
     These defaults are the release's (``configs/diffusion/inference``) and the only ones.
     """
@@ -82,6 +83,7 @@ class ShiftedFlow:
         text_osci: bool = True,
         image_osci: bool = True,
         scale_temporal_osci: bool = True,
+        cfg_scale: float | None = None,
     ) -> None:
         if isinstance(num_sampling_steps, bool) or not isinstance(num_sampling_steps, int) or num_sampling_steps < 1:
             raise ConfigError(f"rflow_v2: num_sampling_steps must be an integer >= 1, got {num_sampling_steps!r}")
@@ -91,6 +93,8 @@ class ShiftedFlow:
             or not (math.isfinite(flow_shift) and flow_shift > 0)
         ):
             raise ConfigError(f"rflow_v2: flow_shift must be a finite number > 0 (or None), got {flow_shift!r}")
+        if cfg_scale is not None:  # the 1.x name (--cfg-scale) of the text guidance scale
+            guidance = cfg_scale
         _check_scale("guidance", guidance)
         _check_scale("guidance_img", guidance_img)
         self.num_sampling_steps = num_sampling_steps
@@ -101,6 +105,11 @@ class ShiftedFlow:
         self.text_osci = bool(text_osci)
         self.image_osci = bool(image_osci)
         self.scale_temporal_osci = bool(scale_temporal_osci)
+
+    @property
+    def cfg_scale(self) -> float:
+        """The text guidance scale under the name the 1.x schedulers (and the demo page) use."""
+        return self.guidance
 
     def timesteps(self, tokens_per_frame: int, latent_frames: int) -> torch.Tensor:
         """The ``num_sampling_steps + 1`` float32 timesteps for this video size (see :func:`shifted_timesteps`)."""

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from opensora.config import load_config
@@ -23,7 +24,8 @@ from opensora.inference.interactive import (
 )
 from opensora.inference.pipeline import VideoSize
 
-TINY = Path(__file__).resolve().parents[2] / "configs" / "opensora-v1-2" / "inference" / "tiny.py"
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "configs" / "opensora-v1-2" / "inference" / "tiny.py"
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +62,7 @@ def test_choices_of_a_variable_size_model_default_to_the_config(tiny_cfg, genera
 def test_release_config_keeps_its_resolution_and_ratio(tiny_cfg):
     cfg = InferenceConfig(**{**vars(tiny_cfg), "resolution": "720p", "aspect_ratio": "3:4", "num_frames": "4s",
                              "image_size": None})  # fmt: skip
-    choices = size_choices(cfg, SimpleNamespace(model=SimpleNamespace()))
+    choices = size_choices(cfg, SimpleNamespace(model=SimpleNamespace(), adapter=None))
     assert (choices.resolution, choices.aspect_ratio, choices.duration) == ("720p", "3:4", "4s")
     assert choices.durations == ("image", "2s", "4s", "8s", "16s")
 
@@ -186,3 +188,21 @@ def test_a_bad_config_fails_before_the_pipeline_is_built(tiny_cfg, tmp_path, mon
     monkeypatch.setattr(interactive, "build_pipeline", lambda *_: pytest.fail("the pipeline was built"))
     with pytest.raises(ConfigError, match=message):
         InteractiveGenerator.from_config(InferenceConfig(**{**vars(tiny_cfg), **fields}), tmp_path)
+
+
+def test_open_sora_2_runs_through_the_same_page_logic(tmp_path):
+    """The 2.0 tiny config: its own sizes (256px/768px, W:H ratios, 4k+1 frames), a text-only video,
+    an image-conditioned one that differs, and guidance reaching the 2.0 sampler."""
+    cfg = load_config(str(ROOT / "configs/opensora-v2/inference/tiny.py"), InferenceConfig)
+    generator = InteractiveGenerator.from_config(cfg, tmp_path / "out", torch.device("cpu"))
+    choices = generator.choices
+    assert choices.resolutions[1:] == ("256px", "768px") and "2.39:1" in choices.aspect_ratios
+    assert "129 frames" in choices.durations and choices.size("256px", "16:9", "33 frames") == VideoSize(33, 192, 336)
+    size = choices.size("32x64", None, "9 frames")
+    Image.fromarray(np.full((64, 64, 3), (250, 30, 30), np.uint8)).save(tmp_path / "red.png")
+    plain = generator.generate(GenerationRequest("a red ball", size, 0, sampling_steps=1), progress=False)
+    tied = generator.generate(GenerationRequest("a red ball", size, 0, sampling_steps=1, guidance_scale=2.0,
+                                                reference_path=str(tmp_path / "red.png")), progress=False)  # fmt: skip
+    free, cond = (read_clip(g.path, num_frames=9).frames.numpy().astype(int) for g in (plain, tied))
+    assert free.shape == (9, 32, 64, 3) and np.abs(free - cond).mean() > 1
+    assert plain.prompt == "a red ball"  # the 2.0 suffixes are the adapter's, not the page's 1.x scores
