@@ -196,3 +196,25 @@ def test_2_0_options_on_a_1_x_model_are_refused(tmp_path, capsys):
         run_cli(lambda: SCRIPT.main([str(ROOT / "configs/opensora-v1-2/inference/tiny.py"), "--prompt", "x",
                                      "--cond_type", "i2v_head", "--save-dir", str(tmp_path)]))  # fmt: skip
     assert "Open-Sora 2.0 option(s)" in capsys.readouterr().err
+
+
+RELEASE_CONFIGS = {"256px": (192, 336), "768px": (576, 1024), "t2i2v_256px": (192, 336), "t2i2v_768px": (576, 1024)}
+
+
+@pytest.mark.parametrize("name", list(RELEASE_CONFIGS))
+def test_release_configs_check_and_build_the_released_architectures(name):
+    from opensora.inference.runner import _architecture, check_config
+
+    cfg = load_config(str(ROOT / f"configs/opensora-v2/inference/{name}.py"), InferenceConfig)
+    size, latent = check_config(cfg)  # every key, the scheduler and the frame rule, before any weight
+    assert (size.num_frames, size.height, size.width) == (129, *RELEASE_CONFIGS[name])
+    assert latent[0] == 33 and cfg.dtype == "bf16" and cfg.scheduler["num_sampling_steps"] == 50
+    model = _architecture(cfg.model)
+    assert sum(p.numel() for p in model.parameters()) == 11_891_390_528
+    assert sum(p.numel() for p in _architecture(cfg.vae).parameters()) == 246_478_803
+    encoders = cfg.text_encoder["encoders"]
+    assert encoders["t5"]["model_max_length"] == 512 and encoders["t5"]["use_attention_mask"] is False
+    if cfg.t2i is not None:
+        t2i = _architecture(cfg.t2i["model"])
+        assert t2i.config["guidance_embed"] and not t2i.config["cond_embed"] and cfg.cond_type == "i2v_head"
+        assert sum(p.numel() for p in _architecture(cfg.t2i["vae"]).parameters()) == 83_819_683
