@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import weakref
 from pathlib import Path
 
 import pytest
@@ -348,3 +349,215 @@ def test_load_weights_into_materialised_model() -> None:
     _assert_same(source, target)
     with pytest.raises(CheckpointError, match="offset"):
         load_weights(Toy(dim=4), source.state_dict())
+
+
+# --------------------------------------------------------------------------- sharded checkpoints
+
+TINY_MMDIT = dict(
+    in_channels=16, vec_in_dim=16, context_in_dim=16, hidden_size=32, num_heads=2, depth=1, depth_single_blocks=1,
+    axes_dim=[4, 6, 6],
+)  # fmt: skip
+
+
+def _mmdit():
+    from opensora.models.mmdit import MMDiT
+    from tests.tiny import randomise_weights
+
+    return randomise_weights(MMDiT(**TINY_MMDIT)).eval()
+
+
+def _mmdit_inputs(B: int = 2, N: int = 6, L: int = 3) -> dict:
+    return dict(
+        img=torch.randn(B, N, 16), img_ids=torch.randint(0, 4, (B, N, 3)).float(), txt=torch.randn(B, L, 16),
+        txt_ids=torch.zeros(B, L, 3), timesteps=torch.rand(B), y_vec=torch.randn(B, 16), cond=torch.randn(B, N, 20),
+    )  # fmt: skip
+
+
+def _save_sharded(model: ModelMixin, path: Path, shards: int = 3) -> list[str]:
+    """Save ``model`` in about ``shards`` shards; returns the shard file names from the index."""
+    total = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    model.save_pretrained(path, max_shard_size=total // shards + 1)
+    index = json.loads((path / "model.safetensors.index.json").read_text())
+    assert index["metadata"]["total_size"] == total
+    return sorted(set(index["weight_map"].values()))
+
+
+class _RecordingSafeOpen:
+    """Stands in for ``safetensors.safe_open``: counts open files and keeps a weak reference to every
+    tensor read, so a test can see how many files' tensors are alive at any read."""
+
+    def __init__(self) -> None:
+        self.real = safetensors.safe_open
+        self.open_now = self.max_open = self.max_files_alive = self.max_tensors_alive = 0
+        self.read: list[tuple[str, weakref.ref]] = []
+
+    def files_read(self) -> list[str]:
+        return list(dict.fromkeys(path for path, _ in self.read))
+
+    def __call__(self, path, framework="pt", **kwargs):
+        handle, recorder = self.real(path, framework=framework, **kwargs), self
+
+        class Handle:
+            def __enter__(self):
+                recorder.open_now += 1
+                recorder.max_open = max(recorder.max_open, recorder.open_now)
+                handle.__enter__()
+                return self
+
+            def __exit__(self, *exc):
+                recorder.open_now -= 1
+                return handle.__exit__(*exc)
+
+            def __getattr__(self, name):
+                return getattr(handle, name)
+
+            def get_tensor(self, key):
+                tensor = handle.get_tensor(key)
+                recorder.read.append((Path(path).name, weakref.ref(tensor)))
+                alive = [name for name, ref in recorder.read if ref() is not None]
+                recorder.max_tensors_alive = max(recorder.max_tensors_alive, len(alive))
+                recorder.max_files_alive = max(recorder.max_files_alive, len(set(alive)))
+                return tensor
+
+            def get_tensors(self):  # what safetensors.torch.load_file reads a whole file with
+                return {key: self.get_tensor(key) for key in handle.keys()}
+
+        return Handle()
+
+
+@pytest.fixture
+def recording_open(monkeypatch: pytest.MonkeyPatch) -> _RecordingSafeOpen:
+    """Every safetensors read goes through the recorder, whichever reader the loader uses."""
+    from opensora.models import checkpoint_io
+
+    recorder = _RecordingSafeOpen()
+    monkeypatch.setattr(checkpoint_io, "safe_open", recorder)
+    monkeypatch.setattr(safetensors.torch, "safe_open", recorder)
+    return recorder
+
+
+def test_sharded_save_and_load_round_trip(tmp_path: Path) -> None:
+    from opensora.models.mmdit import MMDiT
+    from opensora.registry import MODELS, build_module
+
+    model = _mmdit()
+    shards = _save_sharded(model, tmp_path / "mmdit")
+    assert len(shards) >= 3
+    files = sorted(p.name for p in (tmp_path / "mmdit").iterdir())
+    assert files == sorted([*shards, "config.json", "model.safetensors.index.json"])
+    inputs = _mmdit_inputs()
+    by_registry = build_module({"type": "MMDiT", "from_pretrained": str(tmp_path / "mmdit")}, MODELS)
+    for loaded in (MMDiT.from_pretrained(tmp_path / "mmdit"), by_registry):
+        _assert_same(model, loaded)
+        with torch.no_grad():
+            assert torch.equal(loaded(**inputs), model(**inputs))
+
+
+def test_sharded_torch_files_round_trip(tmp_path: Path) -> None:
+    model = _toy()
+    model.save_pretrained(tmp_path / "toy", safe_serialization=False, max_shard_size=300)
+    names = sorted(p.name for p in (tmp_path / "toy").iterdir())
+    assert "pytorch_model.bin.index.json" in names and "pytorch_model-00001-of-00002.bin" in names
+    _assert_same(model, Toy.from_pretrained(tmp_path / "toy"))
+
+
+def test_resaving_switches_between_single_file_and_shards(tmp_path: Path) -> None:
+    model = _toy()
+    model.save_pretrained(tmp_path / "toy")
+    model.save_pretrained(tmp_path / "toy", max_shard_size="300B")
+    names = sorted(p.name for p in (tmp_path / "toy").iterdir())
+    assert names == ["config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                     "model.safetensors.index.json"]  # fmt: skip
+    _assert_same(model, Toy.from_pretrained(tmp_path / "toy"))
+    model.save_pretrained(tmp_path / "toy", max_shard_size="1MB")  # fits one file: no index
+    assert sorted(p.name for p in (tmp_path / "toy").iterdir()) == ["config.json", "model.safetensors"]
+    _assert_same(model, Toy.from_pretrained(tmp_path / "toy"))
+
+
+def test_missing_shard_names_the_file(tmp_path: Path) -> None:
+    shards = _save_sharded(_mmdit(), tmp_path / "mmdit")
+    (tmp_path / "mmdit" / shards[1]).unlink()
+    from opensora.models.mmdit import MMDiT
+
+    with pytest.raises(CheckpointError, match=re.escape(shards[1])) as exc:
+        MMDiT.from_pretrained(tmp_path / "mmdit")
+    _assert_one_line(exc)
+
+
+def test_wrong_shape_in_a_shard_fails_before_any_tensor_is_read(tmp_path: Path, recording_open) -> None:
+    from opensora.models.mmdit import MMDiT
+
+    shards = _save_sharded(_mmdit(), tmp_path / "mmdit")
+    last = tmp_path / "mmdit" / shards[-1]
+    state = safetensors.torch.load_file(last)
+    name = next(iter(state))
+    state[name] = torch.zeros(3, 1)
+    safetensors.torch.save_file(state, last)
+    recording_open.read.clear()
+    with pytest.raises(CheckpointError, match=rf"'{re.escape(name)}' has shape \[3, 1\]") as exc:
+        MMDiT.from_pretrained(tmp_path / "mmdit")
+    assert shards[-1] in _assert_one_line(exc)
+    assert recording_open.read == []  # the headers alone showed it
+
+
+def test_index_placing_a_tensor_in_the_wrong_shard_fails(tmp_path: Path) -> None:
+    from opensora.models.mmdit import MMDiT
+
+    shards = _save_sharded(_mmdit(), tmp_path / "mmdit")
+    index_path = tmp_path / "mmdit" / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    name = next(key for key, shard in index["weight_map"].items() if shard == shards[0])
+    index["weight_map"][name] = shards[1]
+    index_path.write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match=rf"'{re.escape(name)}' in '{shards[1]}'") as exc:
+        MMDiT.from_pretrained(tmp_path / "mmdit")
+    _assert_one_line(exc)
+
+
+def test_shards_are_read_one_at_a_time(tmp_path: Path, recording_open) -> None:
+    """While a shard is read, no tensor read from an earlier shard is alive (converted to bf16, each
+    one is dropped once its copy is made): memory holds the model plus one shard at most."""
+    from opensora.models.mmdit import MMDiT
+
+    model = _mmdit()
+    shards = _save_sharded(model, tmp_path / "mmdit")
+    recording_open.read.clear()
+    loaded = MMDiT.from_pretrained(tmp_path / "mmdit", dtype="bf16")
+    assert recording_open.files_read() == shards
+    assert recording_open.max_open == 1
+    assert recording_open.max_files_alive == 1
+    assert recording_open.max_tensors_alive <= 2  # converted one at a time, too
+    assert all(ref() is None for _, ref in recording_open.read)
+    assert torch.equal(loaded.img_in.weight, model.img_in.weight.bfloat16())
+
+
+def _mapped_file(tensor: torch.Tensor) -> str | None:
+    """The file whose memory mapping holds ``tensor``'s data (Linux), or None."""
+    address = tensor.data_ptr()
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        start, end = (int(bound, 16) for bound in fields[0].split("-"))
+        if start <= address < end:
+            return fields[5] if len(fields) == 6 else None
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads the Linux memory map")
+def test_single_file_stays_memory_mapped(tmp_path: Path) -> None:
+    """Without a conversion the parameters are the file's memory-mapped tensors: no copy is made."""
+    model = _toy()
+    path = save_state_dict_atomic(model.state_dict(), tmp_path / "w.safetensors")
+    loaded = Toy.from_pretrained(path)
+    assert _mapped_file(loaded.proj.weight) == str(path)
+    assert _mapped_file(Toy.from_pretrained(path, dtype="bf16").proj.weight) != str(path)  # converted: a copy
+    _assert_same(model, loaded)
+
+
+def test_parse_size() -> None:
+    from opensora.models.checkpoint_io import parse_size
+
+    assert parse_size(1000) == parse_size("1KB") == parse_size("1 kb") == 1000
+    assert parse_size("1.5MiB") == 3 * 2**19 and parse_size("5GB") == 5 * 10**9
+    for bad in ("5 parsecs", "-1", 0, "GB"):
+        with pytest.raises(ConfigError):
+            parse_size(bad)

@@ -1,8 +1,11 @@
 """Checkpoint files on disk: reading and writing state dicts and ``config.json``, nothing about models.
 
 Reading accepts ``.safetensors`` and ``torch.save`` files and unwraps training checkpoints (weights
-nested under ``ema``/``model``/..., keys prefixed by DDP, FSDP or ``torch.compile``). Writing is
-atomic: a file is written beside its destination and renamed over it. Failures raise a one-line
+nested under ``ema``/``model``/..., keys prefixed by DDP, FSDP or ``torch.compile``), either all
+at once (:func:`load_state_dict_file`) or file by file and tensor by tensor after a look at the
+headers (:class:`CheckpointContents`), so that a sharded checkpoint never has to fit in memory
+beside the model. Writing is atomic: a file is written beside its destination and renamed over
+it; large state dicts can be written as shards plus an index. Failures raise a one-line
 :class:`CheckpointError` naming the file.
 """
 
@@ -11,14 +14,17 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import uuid
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import safetensors.torch
 import torch
+from safetensors import safe_open
 
 from opensora.errors import CheckpointError, ConfigError
 
@@ -100,17 +106,24 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return _unwrap_keys(_unwrap_nesting(_torch_load(path), path))
 
 
-def _unwrap_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Keys as the bare model names them: wrapper segments and a whole-model DDP prefix removed."""
-    cleaned = {}
-    for key, value in state_dict.items():
+def model_names(keys: Iterable[str]) -> dict[str, str]:
+    """Checkpoint key -> the bare model's name: wrapper segments and a whole-model DDP prefix removed."""
+    names = {}
+    for key in keys:
+        name = key
         for segment in _WRAPPER_SEGMENTS:
-            key = key.replace(segment, "")
-        cleaned[key] = value
+            name = name.replace(segment, "")
+        names[key] = name
     # Strip "module." only when DDP wrapped the whole model: models may own a child named "module".
-    if cleaned and all(key.startswith(_DDP_PREFIX) for key in cleaned):
-        cleaned = {key[len(_DDP_PREFIX) :]: value for key, value in cleaned.items()}
-    return cleaned
+    if names and all(name.startswith(_DDP_PREFIX) for name in names.values()):
+        names = {key: name[len(_DDP_PREFIX) :] for key, name in names.items()}
+    return names
+
+
+def _unwrap_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keys as the bare model names them (:func:`model_names`)."""
+    names = model_names(state_dict)
+    return {names[key]: value for key, value in state_dict.items()}
 
 
 def _torch_load(path: Path) -> object:
@@ -143,6 +156,109 @@ def _unwrap_nesting(obj: object, path: Path) -> dict[str, torch.Tensor]:
             f"cannot read checkpoint '{path}': no tensors found (top-level keys: {format_names(obj)})"
         )
     return tensors
+
+
+# --------------------------------------------------------------------------- reading file by file
+
+
+def read_shapes(path: str | os.PathLike) -> dict[str, torch.Size]:
+    """Key -> shape of every tensor of a weights file, without reading tensor data.
+
+    A safetensors file is read up to the end of its header. A torch file is memory-mapped (a
+    legacy pickle is read whole) and unwrapped from training nesting as :func:`load_state_dict_file`
+    does; keys are not yet cleaned (:func:`model_names`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"cannot read checkpoint '{path}': no such file")
+    if path.suffix != ".safetensors":
+        return {key: tensor.shape for key, tensor in _unwrap_nesting(_torch_load(path), path).items()}
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: torch.Size(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    except (safetensors.SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"cannot read checkpoint '{path}': {error_reason(exc)}") from exc
+
+
+def iter_tensors(path: str | os.PathLike, keys: Iterable[str]) -> Iterator[tuple[str, torch.Tensor]]:
+    """(key, tensor) for ``keys`` of one weights file, read one at a time on the CPU.
+
+    Safetensors tensors are views of the memory-mapped file: their pages are read when first
+    touched, and the mapping goes away with the last of them. The file is closed when the
+    iteration ends (exhaust the generator or close it).
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        tensors = _unwrap_nesting(_torch_load(path), path)
+        for key in keys:
+            yield key, tensors.pop(key)
+        return
+    try:
+        handle = safe_open(str(path), framework="pt")
+    except (safetensors.SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"cannot read checkpoint '{path}': {error_reason(exc)}") from exc
+    with handle:
+        for key in keys:
+            try:
+                tensor = handle.get_tensor(key)
+            except (safetensors.SafetensorError, OSError, ValueError, RuntimeError) as exc:
+                reason = error_reason(exc)
+                raise CheckpointError(f"cannot read tensor '{key}' of checkpoint '{path}': {reason}") from exc
+            yield key, tensor
+            del tensor  # hold no reference while the caller reads the next one
+
+
+@dataclass(frozen=True)
+class StoredTensor:
+    """Where a model tensor lives in a checkpoint: its file, its key there, its shape."""
+
+    path: Path
+    key: str
+    shape: torch.Size
+
+
+@dataclass
+class CheckpointContents:
+    """The tensors of a checkpoint's weights files (one file, or the shards of an index), known from
+    their headers before any tensor is read; :meth:`read` then goes through one file at a time."""
+
+    files: list[Path]
+    tensors: dict[str, StoredTensor]  # model name -> where it is stored
+
+    @classmethod
+    def scan(
+        cls, paths: list[Path], weight_map: Mapping[str, Path] | None = None, index: Path | None = None
+    ) -> CheckpointContents:
+        """Read every file's header; with an index's ``weight_map`` (key -> shard path), check that each
+        shard holds the keys the index places in it. CheckpointError names the file and tensor."""
+        shapes = {path: read_shapes(path) for path in paths}
+        for key, shard in (weight_map or {}).items():
+            if key not in shapes.get(shard, {}):
+                raise CheckpointError(
+                    f"checkpoint index '{index}' places tensor '{key}' in '{shard.name}', which does not hold it"
+                )
+        names = model_names(key for keys in shapes.values() for key in keys)
+        tensors: dict[str, StoredTensor] = {}
+        for path, keys in shapes.items():
+            for key, shape in keys.items():
+                name = names[key]
+                if name in tensors:
+                    raise CheckpointError(
+                        f"checkpoint tensor '{name}' is stored twice: in '{tensors[name].path}' and in '{path}'"
+                    )
+                tensors[name] = StoredTensor(path, key, shape)
+        return cls(list(paths), tensors)
+
+    def shapes(self) -> dict[str, torch.Size]:
+        return {name: stored.shape for name, stored in self.tensors.items()}
+
+    def read(self, path: Path, names: Iterable[str] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+        """(model name, tensor) of the tensors of one file (those of ``names`` only, if given)."""
+        wanted = self.tensors if names is None else set(names)
+        stored = {s.key: name for name, s in self.tensors.items() if s.path == path and name in wanted}
+        for key, tensor in iter_tensors(path, stored):
+            yield stored[key], tensor
+            del tensor
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -194,6 +310,75 @@ def _unshared(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
             tensor = tensor.contiguous().clone()
         out[key] = tensor
     return out
+
+
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
+SHARD_NAME = re.compile(r"(model|pytorch_model)-\d{5}-of-\d{5}\.(safetensors|bin)")
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*")
+
+
+def parse_size(size: int | str) -> int:
+    """Bytes of ``5_000_000``, ``"5GB"`` (decimal units) or ``"500MiB"`` (binary); ConfigError otherwise."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        value = size
+    else:
+        match = _SIZE.fullmatch(size) if isinstance(size, str) else None
+        if match is None or match[2].upper() not in _SIZE_UNITS:
+            raise ConfigError(f"cannot read the size {size!r}: expected bytes or a number with KB/MB/GB/KiB/MiB/GiB")
+        value = int(float(match[1]) * _SIZE_UNITS[match[2].upper()])
+    if value <= 0:
+        raise ConfigError(f"a shard size must be positive, got {size!r}")
+    return value
+
+
+def shard_file_name(weights_name: str, number: int, count: int) -> str:
+    """``model.safetensors`` -> ``model-00001-of-00003.safetensors`` (the Hugging Face names)."""
+    stem, dot, suffix = weights_name.partition(".")
+    return f"{stem}-{number:05d}-of-{count:05d}{dot}{suffix}"
+
+
+def is_shard_file_name(name: str) -> bool:
+    """Whether ``name`` is shaped like :func:`shard_file_name` of one of ``WEIGHT_NAMES``."""
+    return SHARD_NAME.fullmatch(name) is not None
+
+
+
+def _plan_shards(state_dict: Mapping[str, torch.Tensor], max_bytes: int) -> list[list[str]]:
+    """Keys in order, cut into groups of at most ``max_bytes`` (a larger tensor is a shard of its own)."""
+    shards: list[list[str]] = [[]]
+    size = 0
+    for key, tensor in state_dict.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > max_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(key)
+        size += nbytes
+    return shards
+
+
+def save_state_dict_sharded(
+    state_dict: Mapping[str, torch.Tensor], directory: Path, weights_name: str, max_shard_size: int | str | None
+) -> list[str]:
+    """Write ``state_dict`` into ``directory`` as ``weights_name``, or, when it exceeds ``max_shard_size``
+    bytes, as shards of at most that size plus ``weights_name + ".index.json"`` (Hugging Face
+    layout: ``weight_map`` key -> shard, ``metadata.total_size``). Returns the names written, the
+    index last, so that moving them in order publishes the index only after its shards."""
+    groups = [list(state_dict)] if max_shard_size is None else _plan_shards(state_dict, parse_size(max_shard_size))
+    if len(groups) == 1:
+        save_state_dict_atomic(state_dict, directory / weights_name)
+        return [weights_name]
+    names, weight_map = [], {}
+    for number, keys in enumerate(groups, start=1):
+        name = shard_file_name(weights_name, number, len(groups))
+        save_state_dict_atomic({key: state_dict[key] for key in keys}, directory / name)
+        names.append(name)
+        weight_map.update(dict.fromkeys(keys, name))
+    total = sum(tensor.numel() * tensor.element_size() for tensor in state_dict.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (directory / (weights_name + INDEX_SUFFIX)).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    return [*names, weights_name + INDEX_SUFFIX]
 
 
 def write_config(config: Mapping[str, Any], path: Path) -> None:

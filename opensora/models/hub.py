@@ -58,11 +58,17 @@ def hub_cache_dir() -> str | None:
 
 @dataclass
 class CheckpointFiles:
-    """Local paths of a checkpoint; ``source`` names it in messages (quoted path or hub id)."""
+    """Local paths of a checkpoint; ``source`` names it in messages (quoted path or hub id).
+
+    For a sharded checkpoint ``index`` is the ``*.index.json`` file and ``weight_map`` its tensor
+    key -> local shard path.
+    """
 
     config: Path | None
     weights: list[Path]
     source: str
+    index: Path | None = None
+    weight_map: dict[str, Path] | None = None
 
 
 def resolve_checkpoint(path_or_id: str | os.PathLike, subfolder: str | None, revision: str | None) -> CheckpointFiles:
@@ -97,16 +103,22 @@ def _collect(fetch: Callable[[str], Path | None], source: str) -> CheckpointFile
             continue
         if not name.endswith(INDEX_SUFFIX):
             return CheckpointFiles(config, [found], source)
-        return CheckpointFiles(config, [_fetch_shard(fetch, shard, found) for shard in _shard_names(found)], source)
+        weight_map = _weight_map(found)
+        shards = {shard: _fetch_shard(fetch, shard, found) for shard in dict.fromkeys(weight_map.values())}
+        local_map = {key: shards[shard] for key, shard in weight_map.items()}
+        return CheckpointFiles(config, list(shards.values()), source, index=found, weight_map=local_map)
     return None
 
 
-def _shard_names(index: Path) -> list[str]:
+def _weight_map(index: Path) -> dict[str, str]:
+    """The ``weight_map`` of an index file: tensor key -> shard file name."""
     try:
         weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        return list(dict.fromkeys(weight_map.values()))
+        if not all(isinstance(key, str) and isinstance(shard, str) for key, shard in weight_map.items()):
+            raise ValueError("weight_map must map tensor names to shard file names")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"cannot read checkpoint index '{index}': {error_reason(exc)}") from exc
+    return weight_map
 
 
 def _fetch_shard(fetch: Callable[[str], Path | None], shard: str, index: Path) -> Path:

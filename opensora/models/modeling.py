@@ -2,8 +2,10 @@
 
 Reading and writing files lives in ``checkpoint_io.py``, finding them in ``hub.py``. A model's
 constructor keyword arguments are its persisted config (``config.json``); its tensors live beside
-it in ``model.safetensors``. Loading builds the model on the meta device and assigns
-the checkpoint tensors into it, so a large model never exists twice in memory.
+it in ``model.safetensors`` (or in shards named by ``model.safetensors.index.json``). Loading builds
+the model on the meta device, checks every name and shape against the file headers, then assigns
+the checkpoint tensors into it one file and one tensor at a time, so a large model never exists
+twice in memory.
 
 Hooks a model author may implement (all are called under ``torch.no_grad()``):
 
@@ -27,8 +29,9 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import chain
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -43,11 +46,14 @@ from opensora.models.checkpoint_io import (
     PT_WEIGHTS_NAME,
     SAFE_WEIGHTS_NAME,
     WEIGHT_NAMES,
+    CheckpointContents,
     format_names,
+    is_shard_file_name,
     load_state_dict_file,
     parse_dtype,
     read_config,
     save_state_dict_atomic,
+    save_state_dict_sharded,
     write_config,
 )
 from opensora.models.hub import resolve_checkpoint
@@ -102,6 +108,10 @@ def load_weights(
     return _load_into(model, dict(state_dict), strict=strict, device=device, dtype=parse_dtype(dtype), source=source)
 
 
+TensorStream = Callable[[], Iterator[tuple[str, torch.Tensor]]]
+"""A part of a checkpoint (one file of a sharded one): a call yields its (name, tensor) pairs."""
+
+
 def _load_into(
     model: nn.Module,
     state_dict: dict[str, torch.Tensor],
@@ -112,20 +122,60 @@ def _load_into(
     source: str,
 ) -> LoadReport:
     """Consumes ``state_dict`` (tensors are popped as they are converted to keep one copy alive)."""
+
+    def pop_all() -> Iterator[tuple[str, torch.Tensor]]:
+        for key in list(state_dict):
+            yield key, state_dict.pop(key)
+
+    shapes = {key: tensor.shape for key, tensor in state_dict.items()}
+    return _load_parts(model, shapes, [pop_all], strict=strict, device=device, dtype=dtype, source=source)
+
+
+def _load_parts(
+    model: nn.Module,
+    shapes: Mapping[str, torch.Size],
+    parts: Iterable[TensorStream],
+    *,
+    strict: bool,
+    device: str | torch.device | None,
+    dtype: torch.dtype | None,
+    source: str,
+    located: Mapping[str, Path] | None = None,
+) -> LoadReport:
+    """Check the checkpoint's names and ``shapes`` against the model, then load it part by part.
+
+    Nothing read from a part is referenced once the next part begins, except the tensors that
+    became the model's: loading a sharded checkpoint holds the model plus at most one shard.
+    ``located`` (name -> file) lets messages name the file of a tensor.
+    """
     expected = model.state_dict(keep_vars=True)
     tied = _tied_groups(model)
-    _fill_tied_aliases(state_dict, tied)
-    report = _check_keys(model, expected, state_dict, strict=strict, source=source)
+    aliases = _absent_aliases(tied, shapes)
+    shapes = {**shapes, **{alias: shapes[name] for name, names in aliases.items() for alias in names}}
+    report = _check_keys(model, expected, shapes, strict=strict, source=source, located=located)
     on_meta = any(t.is_meta for t in chain(model.parameters(), model.buffers()))
+    target = torch.device(device or "cpu")
+    for part in parts:
+        loaded = {}
+        for name, tensor in part():
+            if name not in expected:
+                continue
+            if on_meta:  # converted one at a time: the source tensor is dropped right away
+                tensor = tensor.to(device=target, dtype=_target_dtype(expected[name], dtype))
+            for key in (name, *aliases.get(name, ())):
+                loaded[key] = tensor
+        with torch.no_grad():
+            # assign=True makes the checkpoint tensors the parameters: no second, randomly initialised copy
+            model.load_state_dict(loaded, strict=False, assign=on_meta)
+        del loaded
     if on_meta:
-        _assign(model, expected, state_dict, report.missing, torch.device(device or "cpu"), dtype)
+        _materialise_non_persistent_buffers(model, target, dtype, skip=set(report.missing))
+        if report.missing:
+            _init_missing(model, report.missing, target, dtype)
         _retie(model, tied)
         _check_no_meta(model)
-    else:
-        with torch.no_grad():
-            model.load_state_dict({k: v for k, v in state_dict.items() if k in expected}, strict=False)
-        if device is not None or dtype is not None:
-            model.to(device=device, dtype=dtype)
+    elif device is not None or dtype is not None:
+        model.to(device=device, dtype=dtype)
     _log_report(model, report, source)
     return report
 
@@ -133,23 +183,25 @@ def _load_into(
 def _check_keys(
     model: nn.Module,
     expected: Mapping[str, torch.Tensor],
-    state_dict: Mapping[str, torch.Tensor],
+    shapes: Mapping[str, torch.Size],
     *,
     strict: bool,
     source: str,
+    located: Mapping[str, Path] | None = None,
 ) -> LoadReport:
     # In model order, so the first reported mismatch is the earliest layer, not the first key alphabetically.
-    mismatched = [key for key in expected if key in state_dict and state_dict[key].shape != expected[key].shape]
+    mismatched = [key for key in expected if key in shapes and shapes[key] != expected[key].shape]
     if mismatched:
         key = mismatched[0]
         more = f" (and {len(mismatched) - 1} more mismatched tensors)" if len(mismatched) > 1 else ""
+        where = f"'{located[key].name}' of {source}" if located and key in located else source
         raise CheckpointError(
-            f"checkpoint tensor '{key}' has shape {list(state_dict[key].shape)} but the model expects "
-            f"{list(expected[key].shape)}{more} ({source})"
+            f"checkpoint tensor '{key}' has shape {list(shapes[key])} but the model expects "
+            f"{list(expected[key].shape)}{more} ({where})"
         )
     report = LoadReport(
-        missing=[key for key in expected if key not in state_dict],
-        unexpected=[key for key in state_dict if key not in expected],
+        missing=[key for key in expected if key not in shapes],
+        unexpected=[key for key in shapes if key not in expected],
     )
     name = type(model).__name__
     if strict and report.missing:
@@ -188,26 +240,6 @@ def _log_report(model: nn.Module, report: LoadReport, source: str) -> None:
 def _target_dtype(like: torch.Tensor, dtype: torch.dtype | None) -> torch.dtype:
     # Same rule as Module.to(dtype): only floating-point tensors change precision.
     return dtype if dtype is not None and like.is_floating_point() else like.dtype
-
-
-def _assign(
-    model: nn.Module,
-    expected: Mapping[str, torch.Tensor],
-    state_dict: dict[str, torch.Tensor],
-    missing: list[str],
-    device: torch.device,
-    dtype: torch.dtype | None,
-) -> None:
-    loaded = {
-        key: state_dict.pop(key).to(device=device, dtype=_target_dtype(expected[key], dtype))
-        for key in list(state_dict)
-        if key in expected
-    }
-    # assign=True makes the checkpoint tensors the parameters: no second, randomly initialised copy.
-    model.load_state_dict(loaded, strict=False, assign=True)
-    _materialise_non_persistent_buffers(model, device, dtype, skip=set(missing))
-    if missing:
-        _init_missing(model, missing, device, dtype)
 
 
 def _materialise_non_persistent_buffers(
@@ -293,13 +325,16 @@ def _tied_groups(model: nn.Module) -> list[list[str]]:
     return [names for names in by_identity.values() if len(names) > 1]
 
 
-def _fill_tied_aliases(state_dict: dict[str, torch.Tensor], groups: list[list[str]]) -> None:
-    # A checkpoint may hold a tied tensor under one of its names only (safetensors deduplicates).
+def _absent_aliases(groups: list[list[str]], shapes: Mapping[str, torch.Size]) -> dict[str, list[str]]:
+    """Stored name -> the names of its tied group the checkpoint lacks (safetensors keeps one name)."""
+    aliases = {}
     for names in groups:
-        present = next((name for name in names if name in state_dict), None)
+        present = next((name for name in names if name in shapes), None)
         if present is not None:
-            for name in names:
-                state_dict.setdefault(name, state_dict[present])
+            absent = [name for name in names if name not in shapes]
+            if absent:
+                aliases[present] = absent
+    return aliases
 
 
 def _retie(model: nn.Module, groups: list[list[str]]) -> None:
@@ -344,11 +379,20 @@ class ModelMixin(nn.Module):
         """Record the architecture arguments; runtime switches (``RUNTIME_KEYS``) are left out."""
         self.config = {key: _jsonable(value, key) for key, value in kwargs.items() if key not in self.RUNTIME_KEYS}
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *, safe_serialization: bool = True) -> Path:
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        *,
+        safe_serialization: bool = True,
+        max_shard_size: int | str | None = None,
+    ) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (``pytorch_model.bin`` if not safe).
 
-        A new directory appears complete or not at all; into an existing one each file is
-        replaced atomically, and weights left over in the other format are removed.
+        With ``max_shard_size`` (bytes, or e.g. ``"5GB"``) weights larger than that are written as
+        shards ``model-00001-of-0000N.safetensors`` plus ``model.safetensors.index.json``. A new
+        directory appears complete or not at all; into an existing one each file is replaced
+        atomically (an index after its shards), and weights left over in another format or
+        sharding are removed.
         """
         if "config" not in self.__dict__:
             raise RuntimeError(f"{type(self).__name__}.__init__ must call self.register_config(...)")
@@ -362,17 +406,17 @@ class ModelMixin(nn.Module):
         try:
             config = {"_class_name": type(self).__name__, "_opensora_version": __version__, **self.config}
             write_config(config, staging / CONFIG_NAME)
-            save_state_dict_atomic(self.state_dict(), staging / weights_name)
+            written = save_state_dict_sharded(self.state_dict(), staging, weights_name, max_shard_size)
             if not target.exists():
                 os.replace(staging, target)
                 return target
-            for name in (CONFIG_NAME, weights_name):
+            for name in (CONFIG_NAME, *written):
                 os.replace(staging / name, target / name)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        for stale in WEIGHT_NAMES:
-            if stale != weights_name:
-                (target / stale).unlink(missing_ok=True)
+        for stale in target.iterdir():
+            if stale.name not in written and (stale.name in WEIGHT_NAMES or is_shard_file_name(stale.name)):
+                stale.unlink(missing_ok=True)
         return target
 
     @classmethod
@@ -398,16 +442,28 @@ class ModelMixin(nn.Module):
         ``overrides`` are constructor arguments that replace config.json values; ``defaults`` (a
         preset's sizes) fill in only what config.json does not say. For a single file, defaults and
         overrides together are the whole architecture. The model is returned in eval mode.
+
+        The model is built on the meta device, every tensor name and shape is checked against the
+        file headers, then the files are read one at a time (a sharded checkpoint shard by shard)
+        and their tensors converted one by one and assigned: memory holds the model plus at most
+        one file's tensors. A safetensors tensor that needs no conversion stays memory-mapped.
         """
         files = resolve_checkpoint(path_or_id, subfolder, revision)
         config = read_config(files.config) if files.config is not None else {}
         config = {**(defaults or {}), **config}
         kwargs = cls._constructor_kwargs(config, overrides, label=f"config.json of {files.source}")
         dtype = parse_dtype(dtype)
+        # every name and shape is known from the headers before a tensor is read
+        contents = CheckpointContents.scan(files.weights, files.weight_map, files.index)
         with torch.device("meta"):
             model = cls(**kwargs)
-        state_dict = {key: tensor for path in files.weights for key, tensor in load_state_dict_file(path).items()}
-        _load_into(model, state_dict, strict=strict, device=device, dtype=dtype, source=files.source)
+        wanted = set(model.state_dict())
+        parts = [partial(contents.read, path, wanted) for path in contents.files]
+        located = {name: stored.path for name, stored in contents.tensors.items()} if len(parts) > 1 else None
+        _load_parts(
+            model, contents.shapes(), parts, strict=strict, device=device, dtype=dtype, source=files.source,
+            located=located,
+        )  # fmt: skip
         return model.eval()
 
     @classmethod

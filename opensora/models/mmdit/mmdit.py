@@ -354,7 +354,11 @@ class MMDiT(DiffusionTransformer):
         return x
 
     def rope(self, txt_ids: torch.Tensor, img_ids: torch.Tensor) -> RopeTable:
-        """The rotary table of the joint sequence [txt ; img]: the one place positions are encoded."""
+        """The rotary table of the joint sequence [txt ; img]: the one place positions are encoded.
+
+        Each sample uses its own ids (the release's liger kernel reads sample 0's for the whole
+        batch; the official pipeline gives every sample the same ids, so the two agree there).
+        """
         return self.pe_embedder(torch.cat((txt_ids, img_ids), dim=1))
 
     def forward(
