@@ -21,17 +21,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # longest names first so "STDiT3" is not read as "STDiT"
 # (the 2.0 MMDiT fixtures name the class "MMDiTModel"; the sampling fixture calls it "MMDiT")
 MODEL_FAMILIES = (
-    "VideoAutoencoderPipeline", "AutoencoderKLCausal3D", "MMDiTModel", "MMDiT", "STDiT3", "STDiT2", "STDiT",
+    "VideoAutoencoderPipeline", "AutoencoderKLCausal3D", "MMDiTModel", "MMDiT", "STDiT3", "STDiT2", "STDiT", "DCAE",
 )  # fmt: skip
 IMPLEMENTED_MODELS = {"STDiT3", "STDiT2", "STDiT", "VideoAutoencoderPipeline", "MMDiTModel", "MMDiT",
-                      "AutoencoderKLCausal3D"}  # fmt: skip
+                      "AutoencoderKLCausal3D", "DCAE"}  # fmt: skip
 
 
 # Golden files of releases whose models are still to come: reported as expected failures (not run)
 # that name their issue, so that the conformance suite itself never skips.
-PENDING_FIXTURES = {
-    "golden_dcae_v2": "Open-Sora 2.0 Video DC-AE (issue 20)",
-}
+PENDING_FIXTURES: dict[str, str] = {}
 # CI sets this: the reference files are there, so a conformance test that cannot find them fails.
 REQUIRE_ENV = "OPENSORA_REQUIRE_REFERENCE"
 

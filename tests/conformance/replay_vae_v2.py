@@ -91,12 +91,84 @@ def replay_hunyuan_decode(model, fixture: Fixture, call: dict) -> dict[str, torc
     return {outputs(call)[0]: model.decode(z)}
 
 
+# ---- Video DC-AE (the release's DCAE; ours VideoDCAE) --------------------------------------------
+
+# the only settings of the release's DCAEConfig that the Video DC-AE implements; a fixture with
+# another value fails rather than replaying a different network
+_DCAE_FIXED = {
+    "encoder": dict(norm="rms3d", act="silu", downsample_block_type="Conv", downsample_match_channel=True,
+                    downsample_shortcut="averaging", out_norm=None, out_act=None, out_shortcut="averaging",
+                    double_latent=False, is_video=True),
+    "decoder": dict(norm="rms3d", act="silu", upsample_block_type="InterpolateConv", upsample_match_channel=True,
+                    upsample_shortcut="duplicating", in_shortcut="duplicating", out_norm="rms3d", out_act="relu",
+                    is_video=True),
+    "top": dict(use_quant_conv=False, is_image_model=False, is_training=False),
+}  # fmt: skip
+# a record's config_override (the release's names) -> the runtime switch set_tiling takes
+_DCAE_TILING = {
+    "use_spatial_tiling": "spatial",
+    "use_temporal_tiling": "temporal",
+    "spatial_tile_size": "spatial_tile_size",
+    "temporal_tile_size": "temporal_tile_size",
+    "tile_overlap_factor": "overlap_factor",
+}
+
+
+def dcae_kwargs(config: dict) -> dict:
+    """The release's nested DCAEConfig (as the fixture stores it) -> VideoDCAE's constructor arguments."""
+    encoder, decoder = config["encoder"], config["decoder"]
+    for part, fixed in _DCAE_FIXED.items():
+        given = config if part == "top" else config[part]
+        other = {key: given.get(key) for key, value in fixed.items() if given.get(key) != value}
+        if other:
+            pytest.fail(f"DCAE {part} settings {other} are not implemented (only {fixed})")
+    if encoder["width_list"] != decoder["width_list"]:
+        pytest.fail("encoder and decoder widths differ; VideoDCAE takes one width_list")
+    return dict(
+        in_channels=config["in_channels"], latent_channels=config["latent_channels"],
+        width_list=encoder["width_list"], encoder_depth_list=encoder["depth_list"],
+        decoder_depth_list=decoder["depth_list"], encoder_block_types=encoder["block_type"],
+        decoder_block_types=decoder["block_type"], temporal_downsample=encoder["temporal_downsample"],
+        temporal_upsample=decoder["temporal_upsample"], time_compression_ratio=config["time_compression_ratio"],
+        spatial_compression_ratio=config["spatial_compression_ratio"], scaling_factor=config["scaling_factor"],
+        **{key: config[key] for key in _DCAE_TILING},
+    )  # fmt: skip
+
+
+def build_dcae(fixture: Fixture) -> torch.nn.Module:
+    model = build_module({"type": "VideoDCAE", **dcae_kwargs(fixture.config)}, MODELS)
+    model.load_state_dict(fixture.model_state(), strict=True)
+    return model.eval()
+
+
+def _dcae_tiling(model, call: dict) -> None:
+    """The recorded tiled calls rebuilt the model from a config with these tile settings (so its
+    latent tiles follow the pixel ones); here they are set at runtime, which does the same."""
+    override = call.get("config_override", {})
+    unknown = sorted(set(override) - set(_DCAE_TILING))
+    if unknown:
+        pytest.fail(f"config_override {unknown} is not a tiling setting; replay it by rebuilding the model")
+    model.set_tiling(**{_DCAE_TILING[key]: value for key, value in override.items()})
+
+
+def replay_dcae(model, fixture: Fixture, call: dict) -> dict[str, torch.Tensor]:
+    """encode(x) or decode(z), as recorded (no keyword arguments: the DC-AE draws no noise)."""
+    if call.get("kwargs"):
+        pytest.fail(f"DCAE {call['method']} record has arguments this replay does not know: {sorted(call['kwargs'])}")
+    _dcae_tiling(model, call)
+    (value,) = [resolve(fixture, arg) for arg in call["args"]]
+    return {outputs(call)[0]: getattr(model, call["method"])(value)}
+
+
 # family -> builder of the model a fixture was recorded with (replay.build_model defers to these)
 BUILDERS_VAE_V2: dict[str, Callable[[Fixture], torch.nn.Module]] = {
     "AutoencoderKLCausal3D": build_hunyuan_vae,
+    "DCAE": build_dcae,
 }
 # (model family, recorded method) -> replay, merged into replay.REPLAYS
 REPLAYS_VAE_V2: dict[tuple[str, str], Callable] = {
     ("AutoencoderKLCausal3D", "encode"): replay_hunyuan_encode,
     ("AutoencoderKLCausal3D", "decode"): replay_hunyuan_decode,
+    ("DCAE", "encode"): replay_dcae,
+    ("DCAE", "decode"): replay_dcae,
 }

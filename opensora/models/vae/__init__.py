@@ -1,3 +1,4 @@
+from opensora.models.vae.dc_ae import VideoDCAE
 from opensora.models.vae.discriminator import NLayerDiscriminator3D
 from opensora.models.vae.flux_ae import FluxAutoencoder
 from opensora.models.vae.hunyuan import AutoencoderKLCausal3D
@@ -13,5 +14,6 @@ __all__ = [
     "TemporalVAE",
     "VAEOutput",
     "VideoAutoencoderPipeline",
+    "VideoDCAE",
     "opensora_vae_v1_2",
 ]
