@@ -4,25 +4,9 @@
 _base_ = ["256px.py"]
 cond_type = "i2v_head"
 t2i = dict(
-    model=dict(
-        type="flux",
-        from_pretrained="./ckpts/flux1-dev.safetensors",
-        guidance_embed=True,
-        fused_qkv=True,
-        use_liger_rope=False,
-        cond_embed=False,
-        in_channels=64,
-        vec_in_dim=768,
-        context_in_dim=4096,
-        hidden_size=3072,
-        mlp_ratio=4.0,
-        num_heads=24,
-        depth=19,
-        depth_single_blocks=38,
-        axes_dim=[16, 56, 56],
-        theta=10_000,
-        qkv_bias=True,
-    ),
+    # the video model's sizes with the t2i Flux switches
+    model=dict(_base_.model, from_pretrained="./ckpts/flux1-dev.safetensors", guidance_embed=True, fused_qkv=True,
+               use_liger_rope=False, cond_embed=False),
     # Flux's image autoencoder (16 latent channels, scale 0.3611, shift 0.1159): see issue 20
     vae=dict(type="flux_ae", from_pretrained="./ckpts/flux1-dev-ae.safetensors"),
     scheduler=dict(type="rflow_v2", num_sampling_steps=50, shift=True, guidance=4.0),
