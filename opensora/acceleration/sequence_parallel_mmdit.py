@@ -48,20 +48,13 @@ from opensora.models.mmdit.mmdit import MMDiT
 ATTENTION_MODES = ("auto", "ulysses", "gather_kv")
 
 
-class _GatherSummed(torch.autograd.Function):
-    """All-gather ``x`` into a new leading axis [n, *x.shape]; backward is a reduce-scatter.
+class _GatherSummed(_GatherShards):
+    """The all-gather of :class:`_GatherShards` (into a new leading axis [n, *x.shape]) whose backward
+    is a reduce-scatter.
 
     The gathered tensor (keys and values) feeds a different loss term on every process (its own
     queries), so this process's gradient is the sum of the slices every process computed for it.
     """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, group: ProcessGroup) -> torch.Tensor:
-        ctx.group = group
-        n = dist.get_world_size(group)
-        out = x.new_empty((n, *x.shape))
-        dist.all_gather(list(out.unbind(0)), x.contiguous(), group=group)  # each out[i] is a contiguous view
-        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
