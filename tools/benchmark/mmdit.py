@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import time
 
 import torch
+from timing import timed
 
 from opensora.models.checkpoint_io import parse_dtype
 from opensora.models.mmdit import MMDIT_PRESETS, MMDiT
@@ -50,17 +50,6 @@ def make_inputs(latent: list[int], text_tokens: int, model: MMDiT, device, dtype
         cond=torch.randn(B, N, cfg["in_channels"] + p * p, device=device, dtype=dtype),
         guidance=torch.full((B,), 4.0, device=device, dtype=dtype),
     )
-
-
-def timed(fn, device: torch.device, iters: int) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / iters
 
 
 def measure(fn, device: torch.device, iters: int) -> tuple[float, float]:

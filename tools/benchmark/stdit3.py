@@ -12,10 +12,10 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from timing import timed
 
 from opensora.models.checkpoint_io import parse_dtype
 from opensora.models.stdit.stdit3 import STDIT3_PRESETS, STDiT3
@@ -39,17 +39,6 @@ def make_inputs(latent: list[int], model: STDiT3, device: torch.device, dtype: t
         height=torch.full((B,), H * 8.0, device=device),
         width=torch.full((B,), W * 8.0, device=device),
     )
-
-
-def timed(fn, device: torch.device, iters: int) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / iters
 
 
 def run_speed(args: argparse.Namespace) -> dict:
