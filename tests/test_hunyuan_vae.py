@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from opensora.models.vae.hunyuan import AutoencoderKLCausal3D, CausalConv3d, FrameCausalAttention, tile_spatially
+from opensora.models.vae.hunyuan import AutoencoderKLCausal3D, CausalConv3d, FrameCausalAttention
+from opensora.models.vae.tiling import tile_spatially
 from opensora.registry import MODELS, build_module
 from tests.conformance.golden import read_layout
 from tests.tiny import fit_fixed_batch, one_torch_thread, randomise_weights  # noqa: F401 (autouse fixture)

@@ -28,6 +28,7 @@ from torch.utils.checkpoint import checkpoint
 from opensora.errors import ConfigError
 from opensora.models.modeling import ModelMixin
 from opensora.models.presets import preset_factory
+from opensora.models.vae.tiling import cross_fade, tile_spatially
 from opensora.registry import MODELS
 
 NORM_EPS = 1e-5  # every RMSNorm of the release
@@ -368,20 +369,6 @@ class Tiling:
     latent_temporal_tile_size: int
 
 
-def _cross_fade(prev: torch.Tensor, tile: torch.Tensor, extent: int, dim: int) -> None:
-    """In place: the first ``extent`` entries of ``tile`` along ``dim`` fade in from the last ones of
-    ``prev`` (weight of ``tile`` i / extent at its i-th entry)."""
-    extent = min(prev.shape[dim], tile.shape[dim], extent)
-    if extent == 0:
-        return
-    shape = [1] * tile.ndim
-    shape[dim] = extent
-    w = (torch.arange(extent, dtype=torch.float64) / extent).view(shape)
-    head = tile.narrow(dim, 0, extent)
-    tail = prev.narrow(dim, prev.shape[dim] - extent, extent)
-    head.copy_(tail * (1 - w).to(tile) + head * w.to(tile))
-
-
 def tile_time(fn: Callable, x: torch.Tensor, tile: int, stride: int, extent: int, keep: int) -> torch.Tensor:
     """``fn`` on windows of ``tile`` frames every ``stride``; each output fades into the previous one
     over ``extent`` frames and is cut to its first ``keep``."""
@@ -389,27 +376,10 @@ def tile_time(fn: Callable, x: torch.Tensor, tile: int, stride: int, extent: int
     for start in range(0, x.shape[2], stride):
         out = fn(x[:, :, start : start + tile])
         if prev is not None:
-            _cross_fade(prev, out, extent, dim=2)
+            cross_fade(prev, out, extent, dim=2)
         parts.append(out[:, :, :keep])
         prev = out
     return torch.cat(parts, dim=2)
-
-
-def tile_space(fn: Callable, x: torch.Tensor, tile: int, stride: int, extent: int, keep: int) -> torch.Tensor:
-    """``fn`` on ``tile`` x ``tile`` windows every ``stride`` in raster order; each output fades into
-    its upper and left neighbours over ``extent`` rows / columns and is cut to ``keep`` x ``keep``."""
-    rows: list[list[torch.Tensor]] = []
-    for top in range(0, x.shape[-2], stride):
-        row: list[torch.Tensor] = []
-        for left in range(0, x.shape[-1], stride):
-            out = fn(x[..., top : top + tile, left : left + tile])
-            if rows:
-                _cross_fade(rows[-1][len(row)], out, extent, dim=-2)
-            if row:
-                _cross_fade(row[-1], out, extent, dim=-1)
-            row.append(out)
-        rows.append(row)
-    return torch.cat([torch.cat([out[..., :keep, :keep] for out in row], dim=-1) for row in rows], dim=-2)
 
 
 # --------------------------------------------------------------------------- the model
@@ -659,7 +629,7 @@ class VideoDCAE(ModelMixin):
             stride = int(tiling.spatial_tile_size * (1 - tiling.overlap))
             extent = int(tiling.latent_spatial_tile_size * tiling.overlap)
             keep = tiling.latent_spatial_tile_size - extent
-            return tile_space(self.encoder, x, tiling.spatial_tile_size, stride, extent, keep)
+            return tile_spatially(self.encoder, x, tiling.spatial_tile_size, stride, extent, keep)
         return self.encoder(x)
 
     # ---- decode -------------------------------------------------------------------------------
@@ -692,7 +662,7 @@ class VideoDCAE(ModelMixin):
         if tiling.spatial and max(z.shape[-2:]) > tile:
             stride = int(tile * (1 - tiling.overlap))
             extent = int(tiling.spatial_tile_size * tiling.overlap)
-            return tile_space(self.decoder, z, tile, stride, extent, tiling.spatial_tile_size - extent)
+            return tile_spatially(self.decoder, z, tile, stride, extent, tiling.spatial_tile_size - extent)
         return self.decoder(z)
 
     def forward(self, x: torch.Tensor) -> DCAEOutput:

@@ -22,6 +22,7 @@ from torch.utils.checkpoint import checkpoint
 from opensora.models.modeling import ModelMixin
 from opensora.models.presets import preset_factory
 from opensora.models.vae.distributions import DiagonalGaussian
+from opensora.models.vae.tiling import cross_fade, tile_spatially
 from opensora.registry import MODELS
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"silu": nn.SiLU, "swish": nn.SiLU, "gelu": nn.GELU, "relu": nn.ReLU}
@@ -275,40 +276,6 @@ class Tiling:
             raise ValueError(f"tile sizes must be positive, got {self.sample_size} px, {self.sample_tsize} frames")
 
 
-def _blend_into(prev: torch.Tensor, tile: torch.Tensor, extent: int, dim: int) -> None:
-    """Cross-fade, in place, the first ``extent`` entries of ``tile`` along ``dim`` from the last
-    ones of ``prev`` (weight of ``tile`` i / extent at its i-th entry)."""
-    extent = min(prev.shape[dim], tile.shape[dim], extent)
-    if extent == 0:
-        return
-    shape = [1] * tile.ndim
-    shape[dim] = extent
-    w = torch.arange(extent, dtype=torch.float64) / extent
-    w_new, w_old = (v.to(tile.device, tile.dtype).view(shape) for v in (w, 1 - w))
-    head = tile.narrow(dim, 0, extent)
-    head.copy_(prev.narrow(dim, prev.shape[dim] - extent, extent) * w_old + head * w_new)
-
-
-def tile_spatially(
-    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int, stride: int, extent: int, keep: int
-) -> torch.Tensor:
-    """``fn`` on ``tile`` x ``tile`` windows of ``x`` at ``stride``, blended over ``extent`` output rows
-    and columns and cropped to ``keep``, in raster order (each tile blends into its finished neighbours)."""
-    H, W = x.shape[-2:]
-    rows: list[list[torch.Tensor]] = []
-    for top in range(0, H, stride):
-        row: list[torch.Tensor] = []
-        for left in range(0, W, stride):
-            out = fn(x[..., top : top + tile, left : left + tile])
-            if rows:
-                _blend_into(rows[-1][len(row)], out, extent, dim=-2)
-            if row:
-                _blend_into(row[-1], out, extent, dim=-1)
-            row.append(out)
-        rows.append(row)
-    return torch.cat([torch.cat([out[..., :keep, :keep] for out in row], dim=-1) for row in rows], dim=-2)
-
-
 def tile_temporally(
     fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int, stride: int, extent: int, keep: int
 ) -> torch.Tensor:
@@ -322,7 +289,7 @@ def tile_temporally(
             parts.append(out[:, :, : keep + 1])
         else:
             out = out[:, :, 1:]
-            _blend_into(prev, out, extent, dim=2)
+            cross_fade(prev, out, extent, dim=2)
             parts.append(out[:, :, :keep])
         prev = out
     return torch.cat(parts, dim=2)

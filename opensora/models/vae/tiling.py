@@ -1,6 +1,7 @@
 """Spatial tiling: run an encoder/decoder on overlapping tiles and blend the seams.
 
-Peak memory then depends on the tile size, not on the frame size. Overlaps are blended with
+Peak memory then depends on the tile size, not on the frame size. :func:`tiled_apply` (the 1.x
+VAEs) blends overlaps with
 ramps that ignore the outputs nearest a cut edge, so an operator whose receptive field fits in a
 quarter of the overlap gives exactly its untiled result. A VAE's GroupNorm and attention see a
 tile instead of the whole frame, so its tiled results differ slightly from an untiled pass.
@@ -74,3 +75,40 @@ def tiled_apply(
             out[..., y0 : y0 + h, x0 : x0 + w] += tile * window.to(tile.dtype)
             weight[y0 : y0 + h, x0 : x0 + w] += window
     return out / weight.to(out.dtype)
+
+
+# --------------------------------------------------------------------------- the 2.0 VAEs' rule
+
+
+def cross_fade(prev: torch.Tensor, tile: torch.Tensor, extent: int, dim: int) -> None:
+    """In place: the first ``extent`` entries of ``tile`` along ``dim`` fade in from the last ones of
+    ``prev`` (weight of ``tile`` i / extent at its i-th entry), as the Open-Sora 2.0 VAEs blend tiles."""
+    extent = min(prev.shape[dim], tile.shape[dim], extent)
+    if extent == 0:
+        return
+    shape = [1] * tile.ndim
+    shape[dim] = extent
+    w = (torch.arange(extent, dtype=torch.float64) / extent).view(shape)
+    head = tile.narrow(dim, 0, extent)
+    tail = prev.narrow(dim, prev.shape[dim] - extent, extent)
+    head.copy_(tail * (1 - w).to(tile) + head * w.to(tile))
+
+
+def tile_spatially(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int, stride: int, extent: int, keep: int
+) -> torch.Tensor:
+    """``fn`` on ``tile`` x ``tile`` windows of ``x`` every ``stride`` in raster order; each output fades
+    into its upper and left neighbours over ``extent`` rows / columns (:func:`cross_fade`) and is cut
+    to ``keep`` x ``keep`` (the Hunyuan VAE's and the Video DC-AE's spatial tiling)."""
+    rows: list[list[torch.Tensor]] = []
+    for top in range(0, x.shape[-2], stride):
+        row: list[torch.Tensor] = []
+        for left in range(0, x.shape[-1], stride):
+            out = fn(x[..., top : top + tile, left : left + tile])
+            if rows:
+                cross_fade(rows[-1][len(row)], out, extent, dim=-2)
+            if row:
+                cross_fade(row[-1], out, extent, dim=-1)
+            row.append(out)
+        rows.append(row)
+    return torch.cat([torch.cat([out[..., :keep, :keep] for out in row], dim=-1) for row in rows], dim=-2)
