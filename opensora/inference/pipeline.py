@@ -18,23 +18,13 @@ from torch import nn
 
 from opensora.errors import ConfigError
 from opensora.inference.adapters import ModelAdapter, SamplingInputs, STDiTAdapter
-from opensora.inference.adapters.stdit import check_fixed_latent_size, latent_size_v1_2
+from opensora.inference.adapters.base import per_sample_randn
 from opensora.inference.memory import StageMemory
 from opensora.inference.prompts import PromptRequest
 from opensora.inference.sampling import per_sample_noise
-from opensora.inference.sizes import DEFAULT_FPS, IMAGE_FPS, LoopSettings, VideoSize, check_loop
+from opensora.inference.sizes import DEFAULT_FPS, LoopSettings, VideoSize, check_loop
 
-__all__ = [
-    "DEFAULT_FPS",
-    "IMAGE_FPS",
-    "FirstFrameStage",
-    "LoopSettings",
-    "VideoPipeline",
-    "VideoSize",
-    "check_fixed_latent_size",
-    "check_loop",
-    "latent_size_v1_2",
-]
+__all__ = ["FirstFrameStage", "LoopSettings", "VideoPipeline", "VideoSize"]
 
 
 @dataclass
@@ -157,7 +147,7 @@ class VideoPipeline:
         for index in range(loop.loops):
             with stage("text"):
                 text = self.encode_text([r.text_for_loop(index) for r in requests], size)
-            z = self.adapter.initial_noise(generators, latent_size, self.device, self.dtype)
+            z = per_sample_randn(generators, (self.adapter.latent_channels, *latent_size), self.device, self.dtype)
             # later draws (re-noised references, IDDPM steps) continue each sample's own stream: never
             # global state, nor the other samples of the batch, nor a repeat of the starting noise
             inputs = SamplingInputs(requests, references, size, index, loop, per_sample_noise(generators),

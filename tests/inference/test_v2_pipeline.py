@@ -12,6 +12,7 @@ import torch
 from opensora.config import load_config, run_cli
 from opensora.datasets.aspect import get_image_size
 from opensora.datasets.video_io import probe, read_clip
+from opensora.inference.adapters.base import per_sample_randn
 from opensora.inference.adapters.mmdit import MMDiTAdapter, decorate_prompt
 from opensora.inference.config import InferenceConfig
 from opensora.inference.prompts import PromptRequest
@@ -149,7 +150,7 @@ def test_latent_size_and_noise_follow_the_release(pipeline):
     assert get_image_size("256px", "16:9") == (192, 336) and get_image_size("768px", "16:9") == (576, 1024)
     assert get_image_size("256px", "1:1") == (256, 256) and get_image_size("256px", "9:16") == (336, 192)
     g = [torch.Generator().manual_seed(11)]
-    noise = MMDiTAdapter().initial_noise(g, (3, 4, 8), torch.device("cpu"), torch.float32)
+    noise = per_sample_randn(g, (MMDiTAdapter().latent_channels, 3, 4, 8), torch.device("cpu"), torch.float32)
     assert torch.equal(noise[0], torch.randn((16, 3, 4, 8), generator=torch.Generator().manual_seed(11)))
 
 

@@ -8,7 +8,6 @@ how it is called under guidance.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -16,9 +15,8 @@ import torch
 from torch import nn
 
 from opensora.inference.prompts import PromptRequest
+from opensora.inference.sampling import NoiseFn
 from opensora.inference.sizes import LoopSettings, VideoSize
-
-NoiseFn = Callable[[int, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -38,7 +36,7 @@ class SamplingInputs:
 class ModelAdapter(Protocol):
     """One family of diffusion models as the pipeline drives it."""
 
-    latent_channels: int
+    latent_channels: int  # the pipeline draws the starting noise [B, latent_channels, T, H, W] (per_sample_randn)
 
     def latent_size(self, vae: nn.Module | None, size: VideoSize) -> tuple[int, int, int]:
         """(T, H, W) of the latent sampled for ``size`` (the VAE's, rounded to what the model takes)."""
@@ -58,13 +56,6 @@ class ModelAdapter(Protocol):
 
     def encode_text(self, text_encoder: nn.Module, prompts: list[str], size: VideoSize) -> dict[str, torch.Tensor]:
         """What the model reads of the prompts (and of its unconditional inputs)."""
-        ...
-
-    def initial_noise(
-        self, generators: list[torch.Generator], latent_size: tuple[int, int, int], device: torch.device,
-        dtype: torch.dtype,
-    ) -> torch.Tensor:  # fmt: skip
-        """Starting noise [B, C, T, H, W], sample i from ``generators[i]``."""
         ...
 
     def sample(

@@ -13,7 +13,7 @@ from torch import nn
 from opensora.datasets.transforms import video_transform
 from opensora.datasets.video_io import probe, read_clip
 from opensora.errors import ConfigError
-from opensora.inference.adapters.base import SamplingInputs, per_sample_randn
+from opensora.inference.adapters.base import SamplingInputs
 from opensora.inference.mmdit_sampling import (
     check_cond_type,
     distilled_denoise,
@@ -139,9 +139,6 @@ class MMDiTAdapter:
             raise ConfigError("the MMDiT needs a pooled text vector (y_vec) besides the T5 states: use a "
                               "text_encoders entry with t5 and clip encoders")  # fmt: skip
         return {"txt": out["y"][:, 0], "y_vec": out["y_vec"]}
-
-    def initial_noise(self, generators, latent_size, device, dtype) -> torch.Tensor:
-        return per_sample_randn(generators, (self.latent_channels, *latent_size), device, dtype)
 
     # ---- sampling -----------------------------------------------------------------------------
     def sample(self, model: nn.Module, scheduler: object, z: torch.Tensor, text: dict, inputs: SamplingInputs):

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from opensora.errors import ConfigError
-from opensora.inference.adapters.base import SamplingInputs, per_sample_randn
+from opensora.inference.adapters.base import SamplingInputs
 from opensora.inference.conditioning import MaskStrategy, apply_strategies, check_references, parse_mask_strategy
 from opensora.inference.media import load_reference
 from opensora.inference.prompts import PromptRequest
@@ -74,9 +74,6 @@ class STDiTAdapter:
 
     def encode_text(self, text_encoder: nn.Module, prompts: list[str], size: VideoSize) -> dict[str, torch.Tensor]:
         return text_encoder.encode(prompts)  # {"y": [B, 1, L, C], "mask": [B, L]}
-
-    def initial_noise(self, generators, latent_size, device, dtype) -> torch.Tensor:
-        return per_sample_randn(generators, (self.latent_channels, *latent_size), device, dtype)
 
     def sample(self, model: nn.Module, scheduler: object, z: torch.Tensor, text: dict, inputs: SamplingInputs):
         z, cond_mask = self.place_references(z, inputs)
