@@ -47,6 +47,13 @@ _tiny = dict(
                    use_liger_rope=False),
     hunyuan_vae=dict(type="hunyuan_vae", latent_channels=16, block_out_channels=[8, 16, 16, 16], layers_per_block=1,
                      norm_num_groups=4),
+    # golden_dcae_v2_tiny's sizes: 4 stages, 8x space, 4x time, 16 latent channels
+    dc_ae=dict(type="dc_ae", model_name="dc-ae-f32t4c128", latent_channels=16, width_list=[8, 16, 32, 32],
+               encoder_depth_list=[1, 1, 1, 1], decoder_depth_list=[1, 1, 1, 1],
+               encoder_block_types=["ResBlock", "ResBlock", "EViTS5_GLU", "EViTS5_GLU"],
+               decoder_block_types=["ResBlock", "ResBlock", "EViTS5_GLU", "EViTS5_GLU"],
+               temporal_downsample=[False, True, True, False], temporal_upsample=[False, True, True, False],
+               spatial_compression_ratio=8),
     image_vae=__image_vae,
     # T5 states (y, mask) then a pooled vector standing in for CLIP's (y_vec)
     text_encoders_v2=dict(type="text_encoders", encoders=dict(

@@ -138,7 +138,8 @@ def _default_vae_dataset() -> dict:
 
 @dataclass
 class VAETrainConfig(BaseTrainConfig):
-    """A video VAE's training run (scripts/train_vae.py); ``model`` is a VideoAutoencoderPipeline.
+    """A video VAE's training run (scripts/train_vae.py); ``model`` is a VideoAutoencoderPipeline (1.2),
+    its VideoAutoencoderKL alone, or a 2.0 video VAE (``hunyuan_vae``, ``dc_ae``; pixel losses only).
 
     Losses, summed: ``use_real_rec_loss`` -- pixel L1 plus ``perceptual_loss_weight`` x LPIPS, and
     ``kl_loss_weight`` x the temporal posterior's KL; ``use_z_rec_loss`` -- L1 between the spatial
@@ -171,7 +172,10 @@ class VAETrainConfig(BaseTrainConfig):
     discriminator: dict | None = None
     discriminator_start: int = 0  # the optimizer step (counted from 0) that turns the GAN losses on
     discriminator_factor: float = 1.0  # scales the generator's and the discriminator's GAN loss
-    generator_factor: float = 0.5  # scales the adaptive generator weight
+    generator_factor: float = 0.5  # scales the adaptive generator weight (or is the weight, see below)
+    # False: the generator's GAN loss has the fixed weight generator_factor (2.0's gen_loss_config
+    # disc_weight) instead of the gradient-balanced one of 1.2
+    adaptive_generator_weight: bool = True
     discriminator_lr: float | None = None  # default: lr
     generator_loss_type: Literal["hinge"] = "hinge"
     discriminator_loss_type: Literal["hinge"] = "hinge"

@@ -1,6 +1,10 @@
 """The video VAE's training step: mix clip lengths -> encode/decode -> losses -> backward -> step -> EMA,
 then, once the adversarial phase has begun, the discriminator's step on the same clips.
 
+The VAE is 1.2's pipeline (or its per-frame VAE alone), or one of 2.0's video VAEs (the Hunyuan
+causal 3-D VAE, the Video DC-AE), which code a video in one network: :func:`autoencode` gives every
+kind's training pass as one :class:`VAEOutput`.
+
 The loop, engines, EMA, lr schedule, checkpoints, logging, guards, data and RNG are
 :mod:`opensora.training.base`'s. The discriminator has an engine of its own (its AdamW and loss
 scaler, at a constant lr), saved in each checkpoint as ``discriminator_model`` /
@@ -20,6 +24,8 @@ from opensora.acceleration.engine import Engine
 from opensora.errors import ConfigError
 from opensora.eval.lpips import LPIPS, load_lpips
 from opensora.eval.weights import MetricUnavailableError, weights_dir
+from opensora.models.vae.dc_ae import VideoDCAE
+from opensora.models.vae.hunyuan import AutoencoderKLCausal3D
 from opensora.models.vae.pipeline import VAEOutput, VideoAutoencoderPipeline
 from opensora.models.vae.spatial import SpatialVAE
 from opensora.registry import MODELS, build_module
@@ -36,6 +42,8 @@ from opensora.training.vae_losses import (
 
 DISCRIMINATOR = "discriminator_"  # the discriminator engine's key in self.engines and its checkpoint prefix
 METRICS = ("rec_loss", "kl_loss", "z_rec_loss", "identity_loss", "g_loss", "d_weight", "d_loss", "d_grad_norm")
+VIDEO_VAES = (AutoencoderKLCausal3D, VideoDCAE)  # one network codes the whole video: no spatial latents
+TRAINABLE = (VideoAutoencoderPipeline, SpatialVAE, *VIDEO_VAES)
 
 
 def train_vae(cfg: VAETrainConfig) -> TrainResult:
@@ -67,11 +75,12 @@ class VAETrainer(BaseTrainer):
         cfg = self.cfg
         self.lpips = build_lpips(cfg, self.dims.device)
         model = build_module(cfg.model, MODELS)
-        if not isinstance(model, VideoAutoencoderPipeline | SpatialVAE):
-            raise ConfigError(
-                f"VAE training needs a VideoAutoencoderPipeline or a VideoAutoencoderKL, got {type(model).__name__}"
-            )
-        if cfg.spatial_vae_weights:
+        if not isinstance(model, TRAINABLE):
+            names = ", ".join(kind.__name__ for kind in TRAINABLE)
+            raise ConfigError(f"VAE training needs one of {names}; got {type(model).__name__}")
+        if isinstance(model, VIDEO_VAES):
+            check_video_vae_losses(cfg, model)
+        elif cfg.spatial_vae_weights:
             spatial = model if isinstance(model, SpatialVAE) else model.spatial_vae
             spatial.load_diffusers_weights(cfg.spatial_vae_weights, cfg.spatial_vae_subfolder)
         if cfg.use_image_identity_loss and isinstance(model, VideoAutoencoderPipeline):
@@ -134,14 +143,17 @@ class VAETrainer(BaseTrainer):
         discriminator."""
         cfg = self.cfg
         decode_pixels = cfg.use_real_rec_loss or adversarial
-        out: VAEOutput = self.engine.model(x, sample=cfg.sample_posterior, decode_pixels=decode_pixels)
+        out = autoencode(self.engine.model, x, cfg.sample_posterior, decode_pixels)
         terms = self.reconstruction_terms(x, out)
         # the zero keeps the loss in the graph when no term applies (an identity loss on a video clip)
         loss = sum(terms.values(), 0.0 * out.z.sum())
         if adversarial:
             g_loss = hinge_generator_loss(self.judge_frozen(out.x_rec))
             last_layer = unwrap(self.engine.model).last_decoder_layer()
-            d_weight = adaptive_generator_weight(terms["rec_loss"], g_loss, last_layer, cfg.generator_factor)
+            if cfg.adaptive_generator_weight:
+                d_weight = adaptive_generator_weight(terms["rec_loss"], g_loss, last_layer, cfg.generator_factor)
+            else:
+                d_weight = torch.tensor(cfg.generator_factor)
             loss = loss + d_weight * cfg.discriminator_factor * g_loss
             terms.update(g_loss=g_loss, d_weight=d_weight)
         metrics = {name: value.detach() for name, value in terms.items()}
@@ -151,7 +163,8 @@ class VAETrainer(BaseTrainer):
         cfg, terms = self.cfg, {}
         if cfg.use_real_rec_loss:
             terms["rec_loss"] = reconstruction_loss(x, out.x_rec, self.lpips, cfg.perceptual_loss_weight)
-            terms["kl_loss"] = cfg.kl_loss_weight * kl_loss(out.posteriors)
+            if out.posteriors:  # the DC-AE's latent is deterministic
+                terms["kl_loss"] = cfg.kl_loss_weight * kl_loss(out.posteriors)
         if cfg.use_z_rec_loss:
             terms["z_rec_loss"] = reconstruction_loss(out.x_z, out.x_z_rec)
         if cfg.use_image_identity_loss and x.shape[2] == 1:
@@ -173,6 +186,31 @@ class VAETrainer(BaseTrainer):
         discriminator = self.disc_engine.model
         loss = hinge_discriminator_loss(discriminator(real), discriminator(fake))
         return self.cfg.discriminator_factor * loss, None
+
+
+def autoencode(model: nn.Module, x: torch.Tensor, sample: bool, decode_pixels: bool) -> VAEOutput:
+    """The training pass of ``model`` (maybe wrapped for DDP, which must see the call) on ``x``."""
+    vae = unwrap(model)
+    if isinstance(vae, AutoencoderKLCausal3D):
+        out = model(x, sample=sample)
+        return VAEOutput(None, [out.posterior], out.z, None, out.x_rec)
+    if isinstance(vae, VideoDCAE):
+        out = model(x)
+        return VAEOutput(None, [], out.z, None, out.x_rec)
+    return model(x, sample=sample, decode_pixels=decode_pixels)
+
+
+def check_video_vae_losses(cfg: VAETrainConfig, model: nn.Module) -> None:
+    """A 2.0 video VAE has no spatial latents (nor, the DC-AE, a posterior): only pixel losses apply."""
+    name = type(model).__name__
+    for key in ("use_z_rec_loss", "use_image_identity_loss", "spatial_vae_weights"):
+        if getattr(cfg, key):
+            raise ConfigError(f"{key} needs the 1.2 pipeline's spatial latents, which {name} has not; unset it")
+    if not cfg.use_real_rec_loss:
+        raise ConfigError(f"{name} trains on pixel losses: set use_real_rec_loss=True")
+    if isinstance(model, VideoDCAE) and cfg.kl_loss_weight > 0:
+        raise ConfigError(f"the Video DC-AE's latent is deterministic (no KL): set kl_loss_weight=0, "
+                          f"not {cfg.kl_loss_weight}")  # fmt: skip
 
 
 def _mean_metrics(per_batch: list[dict[str, torch.Tensor]]) -> dict[str, float]:

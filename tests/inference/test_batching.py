@@ -29,7 +29,9 @@ def test_referenced_samples_do_not_depend_on_batch_size(tmp_path):
     infer("alone", "--prompt", "a red ball", "a blue cube", "--batch-size", "1")
     for name in ("sample_0000.mp4", "sample_0001.mp4"):
         batched, alone = frames(tmp_path / "batched" / name), frames(tmp_path / "alone" / name)
-        assert np.abs(batched - alone).mean() < 0.5, name  # float rounding of a batched matmul at most
+        # float rounding of a batched matmul at most; the lossy H.264 encoder can turn rounding-level
+        # differences into a few levels at some blocks (means of 0.2 to 0.9 on different CPUs)
+        assert np.abs(batched - alone).mean() < 2.0, name
     first, second = frames(tmp_path / "alone" / "sample_0000.mp4"), frames(tmp_path / "alone" / "sample_0001.mp4")
     assert np.abs(first[1:] - second[1:]).mean() > 5  # the two samples really differ
 

@@ -412,7 +412,9 @@ class VideoDCAE(ModelMixin):
 
     The attribute ``out_channels`` is the latent channel count, as on every VAE of this package.
     Tiling is a runtime switch (not saved with the weights): the constructor's tile settings are
-    the defaults of :meth:`set_tiling`.
+    the defaults of :meth:`set_tiling`. Both tilings are on by default (the release's class has them
+    off and its configs turn them on): they engage only beyond a tile (256 px, 32 frames), so small
+    inputs are coded whole and large ones in bounded memory.
     """
 
     RUNTIME_KEYS = ("use_spatial_tiling", "use_temporal_tiling", "spatial_tile_size", "temporal_tile_size",
@@ -434,8 +436,8 @@ class VideoDCAE(ModelMixin):
         time_compression_ratio: int = 4,
         spatial_compression_ratio: int = 32,
         scaling_factor: float | None = None,
-        use_spatial_tiling: bool = False,
-        use_temporal_tiling: bool = False,
+        use_spatial_tiling: bool = True,
+        use_temporal_tiling: bool = True,
         spatial_tile_size: int = 256,
         temporal_tile_size: int = 32,
         tile_overlap_factor: float = 0.25,
@@ -568,6 +570,10 @@ class VideoDCAE(ModelMixin):
         """Recompute each stage's activations in the backward pass instead of storing them (training)."""
         self.encoder.grad_checkpointing = self.decoder.grad_checkpointing = enabled
 
+    def freeze_encoder(self) -> None:
+        """Train the decoder only: latents of the encoder, and anything trained on them, stay valid."""
+        self.encoder.requires_grad_(False)
+
     def last_decoder_layer(self) -> torch.Tensor:
         """The weight of the decoder's output convolution (where a GAN loss is balanced)."""
         return self.decoder.project_out.op_list[2].conv.weight
@@ -577,40 +583,55 @@ class VideoDCAE(ModelMixin):
         """Latent (T, H, W) of a video (T, H, W): the release's [(T-1)//4+1, (H-1)//32+1, (W-1)//32+1],
         i.e. ceil(n / ratio); None stays None.
 
-        For the inputs :meth:`encode` takes (T = 1, 2 or a multiple of 4; H, W multiples of 32) this is
-        the encoded size. For others (5, 33 or 129 frames) it is the latent whose decoding covers the
-        video (4 * ceil(T / 4) frames, then cut with ``decode(z, num_frames)``); encoding them fails.
+        This is the encoded size of every video :meth:`encode` takes (H, W multiples of 32): frame
+        counts the encoder cannot take (5, 33, 129) are padded to 4 * ceil(T / 4) frames first, and
+        ``decode(z, num_frames=T)`` cuts the decoded video back to T.
         """
         ratios = (self.temporal_compression, self.spatial_compression, self.spatial_compression)
         return [None if n is None else (n - 1) // r + 1 for n, r in zip(size, ratios, strict=True)]
 
     def check_encodable(self, x: torch.Tensor) -> None:
-        """ValueError unless ``x`` is a video [B, C, T, H, W] that the encoder can code: every
-        resampling step halves H and W, and T unless it is 1, so these must stay whole."""
+        """ValueError unless ``x`` is a video [B, C, T, H, W] with H and W divisible by the spatial
+        compression (every resampling step halves them, so they must stay whole)."""
         if x.ndim != 5 or x.shape[1] != self.image_channels:
             raise ValueError(f"expected a video [B, {self.image_channels}, T, H, W], got {list(x.shape)}")
-        T, H, W = x.shape[2:]
+        H, W = x.shape[3:]
         s = self.spatial_compression
         if H % s or W % s:
             raise ValueError(f"frames of {H} x {W} px: the encoder needs heights and widths divisible by {s}")
-        frames = T
+
+    def codable_frames(self, frames: int) -> bool:
+        """Whether the encoder takes ``frames`` as they are: every temporal step halves the count
+        unless it is 1, so it must stay whole (1, 2 or a multiple of 4 for the 4x models)."""
         for temporal in self.config["temporal_downsample"][:-1]:
             if temporal and frames != 1:
                 if frames % 2:
-                    raise ValueError(f"{T} frames cannot be encoded: the frame count must be 1 or a multiple "
-                                     f"of {self.temporal_compression} (2 codes to one latent frame)")  # fmt: skip
+                    return False
                 frames //= 2
+        return True
+
+    def pad_frames(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` with its last frame repeated up to the next multiple of the time compression when the
+        encoder cannot take its frame count (5, 33, 129, ...), so that every length has the latent
+        :meth:`get_latent_size` gives; the release fails on such counts instead. ``x`` otherwise."""
+        T = x.shape[2]
+        if self.codable_frames(T):
+            return x
+        padded = -(-T // self.temporal_compression) * self.temporal_compression
+        return torch.cat([x, x[:, :, -1:].expand(-1, -1, padded - T, -1, -1)], dim=2)
 
     # ---- encode -------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
         """Video [B, 3, T, H, W] in [-1, 1] -> latent [B, C, T/4, H/32, W/32], divided by ``scaling_factor``.
 
-        T is 1 (an image: one latent frame), 2 (also one) or a multiple of 4; H and W are multiples of
-        32 (:meth:`check_encodable`; the release fails on other sizes too). The DC-AE has no
-        posterior: ``sample`` and ``generator`` are accepted (the VAE interface of the pipelines) and
-        ignored. Samples are coded one at a time, each tiled if tiling is on.
+        T is any count: 1 (an image) and 2 give one latent frame, other counts that are not multiples
+        of 4 are padded with their last frame (:meth:`pad_frames`). H and W are multiples of 32
+        (:meth:`check_encodable`). The DC-AE has no posterior: ``sample`` and ``generator`` are
+        accepted (the VAE interface of the pipelines) and ignored. Samples are coded one at a time,
+        each tiled if tiling is on.
         """
         self.check_encodable(x)
+        x = self.pad_frames(x)
         z = torch.cat([self._encode_tiled(clip) for clip in x.split(1)])
         return z if self.scaling_factor is None else z / self.scaling_factor
 
@@ -666,10 +687,11 @@ class VideoDCAE(ModelMixin):
         return self.decoder(z)
 
     def forward(self, x: torch.Tensor) -> DCAEOutput:
-        """The training pass: the whole batch through the encoder and the decoder (no scaling, no tiling)."""
+        """The training pass: the whole batch through the encoder and the decoder (no scaling, no
+        tiling); a frame count the encoder cannot take is padded and the reconstruction cut back."""
         self.check_encodable(x)
-        z = self.encoder(x)
-        return DCAEOutput(z, self.decoder(z))
+        z = self.encoder(self.pad_frames(x))
+        return DCAEOutput(z, self.decoder(z)[:, :, : x.shape[2]])
 
 
 # --------------------------------------------------------------------------- presets and the release factory

@@ -313,7 +313,10 @@ class AutoencoderKLCausal3D(ModelMixin):
     ``out_channels`` is the number of image channels the decoder produces; the *attribute*
     ``out_channels`` is the latent channel count, as on every VAE of this package (what a
     diffusion model's input must match). Tiling and slicing are runtime switches (not saved with
-    the weights): the constructor's flags are the defaults of :meth:`set_tiling`.
+    the weights): the constructor's flags are the defaults of :meth:`set_tiling`. Both tilings are
+    on by default (the release's class has them off; its 256px config turns spatial tiling on): they
+    engage only beyond a tile (``sample_size`` px, ``sample_tsize`` frames), so small inputs are
+    coded whole and large ones in bounded memory, flat in the number of frames but for the output.
     """
 
     RUNTIME_KEYS = ("use_spatial_tiling", "use_temporal_tiling", "use_slicing", "sample_size", "sample_tsize",
@@ -340,8 +343,8 @@ class AutoencoderKLCausal3D(ModelMixin):
         sample_size: int = 256,
         sample_tsize: int = 64,
         tile_overlap_factor: float = 0.25,
-        use_spatial_tiling: bool = False,
-        use_temporal_tiling: bool = False,
+        use_spatial_tiling: bool = True,
+        use_temporal_tiling: bool = True,
         use_slicing: bool = False,
     ) -> None:
         super().__init__()
@@ -419,6 +422,11 @@ class AutoencoderKLCausal3D(ModelMixin):
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Recompute each block's activations in the backward pass instead of storing them (training)."""
         self.encoder.grad_checkpointing = self.decoder.grad_checkpointing = enabled
+
+    def freeze_encoder(self) -> None:
+        """Train the decoder only: latents of the encoder, and anything trained on them, stay valid."""
+        self.encoder.requires_grad_(False)
+        self.quant_conv.requires_grad_(False)
 
     def last_decoder_layer(self) -> torch.Tensor:
         """The weight of the decoder's output convolution (where a GAN loss is balanced)."""

@@ -32,12 +32,16 @@ MODELS.register("VAE_Temporal_SD", preset_factory(TemporalVAE, TEMPORAL_SD))
 
 @dataclass
 class VAEOutput:
-    """Every stage of one pass through the pipeline, in the temporal VAE's own (unnormalised) latent space."""
+    """Every stage of one training pass through a video VAE, in its own (unnormalised) latent space.
 
-    x_z: torch.Tensor  # spatial latents [B, 4, T, H/8, W/8]
+    The pipeline fills every field; a VAE coding the video in one network (2.0's) has no spatial
+    latents (``x_z``, ``x_z_rec`` None) and one posterior, or none if it is deterministic.
+    """
+
+    x_z: torch.Tensor | None  # spatial latents [B, 4, T, H/8, W/8]
     posteriors: list[DiagonalGaussian]  # the temporal posterior of each micro-clip
     z: torch.Tensor  # temporal latents sampled from them [B, 4, T', H/8, W/8]
-    x_z_rec: torch.Tensor  # the temporal reconstruction of x_z
+    x_z_rec: torch.Tensor | None  # the temporal reconstruction of x_z
     x_rec: torch.Tensor | None  # pixels decoded from x_z_rec [B, 3, T, H, W]; None unless asked for
 
 
