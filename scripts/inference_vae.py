@@ -4,8 +4,9 @@ python scripts/inference_vae.py configs/vae/inference/video.py --ckpt-path outpu
     --data-path data/meta.csv --save-dir samples/vae
 
 writes samples/vae_ori/ (the clips as the VAE sees them), samples/vae_rec/ (through the whole pipeline)
-and samples/vae_spatial/ (through the per-frame VAE only), one file per clip under the same name, with
-the clip's frame count and fps; then prints the mean PSNR of both reconstructions. --ckpt-path takes a
+and, for the 1.2 pipeline, samples/vae_spatial/ (through the per-frame VAE only), one file per clip
+under the same name, with the clip's frame count and fps; then prints the mean PSNR of the
+reconstructions. The 2.0 VAEs (configs/vae/inference/dc_ae.py) write no spatial folder. --ckpt-path takes a
 training checkpoint folder, a weights file or a hub id. Compare the folders with
 eval/vae/eval_common_metric.py.
 """
@@ -34,7 +35,8 @@ def main(argv: Sequence[str] | None = None) -> ReconstructionReport:
     report = run_reconstruction(cfg)
     where = ", ".join(str(folder) for folder in report.folders.values())
     print(f"wrote {report.written} clips to each of {where} ({report.skipped} unreadable or too short)")
-    print(f"mean PSNR: pipeline {report.psnr['rec']:.2f} dB, spatial VAE only {report.psnr['spatial']:.2f} dB")
+    scores = ", ".join(f"{kind} {value:.2f} dB" for kind, value in report.psnr.items())
+    print(f"mean PSNR: {scores}")
     return report
 
 

@@ -1,9 +1,10 @@
-"""Reconstruct videos with a video VAE: the originals, the pipeline's and the per-frame VAE's versions.
+"""Reconstruct videos with a video VAE: the originals, the VAE's and (1.2) the per-frame VAE's versions.
 
-For every clip the dataset reads from a metadata CSV three files of the same frame count and fps are
+For every clip the dataset reads from a metadata CSV files of the same frame count and fps are
 written, under one name: ``<save_dir>_ori/`` the clip as the VAE sees it (resized and cropped),
-``<save_dir>_rec/`` decode(encode(x)) through both VAEs, ``<save_dir>_spatial/`` the per-frame VAE
-alone (spatial decode(encode(x))). eval/vae/eval_common_metric.py pairs the folders by name.
+``<save_dir>_rec/`` decode(encode(x)), and for the 1.2 pipeline ``<save_dir>_spatial/`` its
+per-frame VAE alone (spatial decode(encode(x))). The 2.0 VAEs (Hunyuan, Video DC-AE) code the video
+in one network and have no spatial folder. eval/vae/eval_common_metric.py pairs the folders by name.
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ from opensora.errors import ConfigError
 from opensora.eval.pixel_metrics import psnr
 from opensora.inference.media import save_sample
 from opensora.models.checkpoint_io import parse_dtype
+from opensora.models.vae.dc_ae import VideoDCAE
+from opensora.models.vae.hunyuan import AutoencoderKLCausal3D
 from opensora.models.vae.pipeline import VideoAutoencoderPipeline
 from opensora.registry import DATASETS, MODELS, build_module
 
 FOLDERS = ("ori", "rec", "spatial")
+VIDEO_VAES = (VideoAutoencoderPipeline, AutoencoderKLCausal3D, VideoDCAE)
 
 
 def _default_dataset() -> dict:
@@ -33,7 +37,7 @@ def _default_dataset() -> dict:
 
 @dataclass
 class VAEInferenceConfig:
-    model: dict  # a VideoAutoencoderPipeline; --ckpt-path sets model.from_pretrained
+    model: dict  # a video VAE (VIDEO_VAES); --ckpt-path sets model.from_pretrained
     dataset: dict = field(default_factory=_default_dataset)  # --data-path sets dataset.data_path
     save_dir: str = "samples/vae"
     batch_size: int = 1
@@ -46,27 +50,30 @@ class VAEInferenceConfig:
 
 @dataclass
 class ReconstructionReport:
-    folders: dict[str, Path]  # {"ori" | "rec" | "spatial": folder}
+    folders: dict[str, Path]  # {"ori" | "rec" [| "spatial"]: folder}
     written: int  # clips written to each folder
     skipped: int  # unreadable clips (or too short for the frame count)
-    psnr: dict[str, float]  # mean PSNR in dB against the originals, of "rec" and "spatial"
+    psnr: dict[str, float]  # mean PSNR in dB against the originals, of "rec" [and "spatial"]
 
 
-def output_folders(save_dir: str | Path) -> dict[str, Path]:
-    """``{"ori": DIR_ori, "rec": DIR_rec, "spatial": DIR_spatial}`` for ``save_dir`` DIR."""
+def output_folders(save_dir: str | Path, kinds: tuple[str, ...] = FOLDERS) -> dict[str, Path]:
+    """``{"ori": DIR_ori, "rec": DIR_rec, "spatial": DIR_spatial}`` (of ``kinds``) for ``save_dir`` DIR."""
     base = Path(save_dir)
-    return {kind: base.with_name(f"{base.name}_{kind}") for kind in FOLDERS}
+    return {kind: base.with_name(f"{base.name}_{kind}") for kind in kinds}
 
 
 @torch.no_grad()
 def reconstruct(
-    vae: VideoAutoencoderPipeline, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(pipeline, spatial-only) reconstructions of ``x`` [B, 3, T, H, W] in [-1, 1], clamped to that range."""
-    z = vae.encode(x, sample=sample, generator=generator)  # (B, 4, T', H/8, W/8)
-    rec = vae.decode(z, num_frames=x.shape[2])
+    vae: torch.nn.Module, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, ...]:
+    """Reconstructions of ``x`` [B, 3, T, H, W] in [-1, 1], clamped to that range: the VAE's, then
+    (the 1.2 pipeline) its per-frame VAE's alone."""
+    z = vae.encode(x, sample=sample, generator=generator)  # (B, C, T', h, w)
+    rec = vae.decode(z, num_frames=x.shape[2]).clamp(-1, 1)
+    if not isinstance(vae, VideoAutoencoderPipeline):
+        return (rec,)
     spatial = vae.spatial_vae.decode(vae.spatial_vae.encode(x, sample=sample, generator=generator))
-    return rec.clamp(-1, 1), spatial.clamp(-1, 1)
+    return rec, spatial.clamp(-1, 1)
 
 
 def run_reconstruction(cfg: VAEInferenceConfig) -> ReconstructionReport:
@@ -75,18 +82,20 @@ def run_reconstruction(cfg: VAEInferenceConfig) -> ReconstructionReport:
     dtype = parse_dtype(cfg.dtype)
     loader = build_loader(cfg)
     vae = build_module(cfg.model, MODELS)
-    if not isinstance(vae, VideoAutoencoderPipeline):
-        raise ConfigError(f"inference_vae needs a VideoAutoencoderPipeline model, got {type(vae).__name__}")
+    if not isinstance(vae, VIDEO_VAES):
+        names = ", ".join(kind.__name__ for kind in VIDEO_VAES)
+        raise ConfigError(f"inference_vae needs a video VAE ({names}), got {type(vae).__name__}")
     vae = vae.to(device, dtype).eval()
-    folders = output_folders(cfg.save_dir)
+    kinds = FOLDERS if isinstance(vae, VideoAutoencoderPipeline) else FOLDERS[:2]
+    folders = output_folders(cfg.save_dir, kinds)
     generator = torch.Generator(device).manual_seed(cfg.seed)
-    written, scores = 0, {"rec": [], "spatial": []}
+    written, scores = 0, {kind: [] for kind in kinds[1:]}
     for batch in loader:
         if batch is None:  # every clip of the batch was unreadable
             continue
         x = batch["video"].to(device, dtype)  # (B, 3, T, H, W) in [-1, 1]
-        outputs = dict(zip(FOLDERS, (x, *reconstruct(vae, x, cfg.sample, generator))))
-        for kind in ("rec", "spatial"):
+        outputs = dict(zip(kinds, (x, *reconstruct(vae, x, cfg.sample, generator)), strict=True))
+        for kind in kinds[1:]:
             scores[kind] += frame_psnr(x, outputs[kind]).tolist()
         for i in range(x.shape[0]):
             name = f"{int(batch['index'][i]):05d}_{Path(batch['path'][i]).stem}"
