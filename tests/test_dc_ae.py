@@ -94,20 +94,26 @@ def test_shapes(T):
     assert torch.isfinite(out).all()
 
 
-def test_frame_counts_the_encoder_cannot_take_are_padded_with_the_last_frame():
+def test_sizes_the_encoder_cannot_take_are_padded_with_the_last_frame_row_and_column():
     model = tiny_dcae()
     for T in (5, 33, 129, 6):  # the release fails these (an assertion in its 3-D pixel unshuffle)
         assert not model.codable_frames(T)
         x = video(T, 8, 8)
-        padded = model.pad_frames(x)
+        padded = model.pad_to_codable(x)
         assert padded.shape[2] == -(-T // 4) * 4 and torch.equal(padded[:, :, :T], x)
         assert (padded[:, :, T:] == x[:, :, -1:]).all()
         with torch.no_grad():
             assert torch.equal(model.encode(x), model.encode(padded))
             assert model(x).x_rec.shape == x.shape  # the training pass cuts its reconstruction back
     assert all(model.codable_frames(T) for T in (1, 2, 4, 8, 16))
-    with pytest.raises(ValueError, match="divisible by 8"):
-        model.encode(video(4, 20, 16))
+    x = video(4, 20, 12)  # 8x model: 20 -> 24 rows, 12 -> 16 columns
+    padded = model.pad_to_codable(x)
+    assert padded.shape[3:] == (24, 16) and torch.equal(padded[:, :, :, :20, :12], x)
+    assert (padded[:, :, :, 20:, :12] == x[:, :, :, -1:]).all() and (padded[..., 12:] == padded[..., 11:12]).all()
+    with torch.no_grad():
+        z = model.encode(x)
+        assert list(z.shape[2:]) == model.get_latent_size([4, 20, 12]) == [1, 3, 2]
+        assert model(x).x_rec.shape == x.shape
     with pytest.raises(ValueError, match=r"expected a video \[B, 3"):
         model.encode(torch.zeros(1, 4, 4, 16, 16))
     with torch.no_grad():
@@ -122,7 +128,7 @@ def test_frame_counts_the_encoder_cannot_take_are_padded_with_the_last_frame():
 
 def test_samples_are_coded_one_at_a_time_with_the_batched_result():
     model = tiny_dcae()
-    x = video(4, B=2)
+    x = video(8, B=2)
     with torch.no_grad():
         z = model.encode(x)
         assert torch.allclose(z[1:], model.encode(x[1:]), atol=1e-5)

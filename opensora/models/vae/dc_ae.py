@@ -583,22 +583,17 @@ class VideoDCAE(ModelMixin):
         """Latent (T, H, W) of a video (T, H, W): the release's [(T-1)//4+1, (H-1)//32+1, (W-1)//32+1],
         i.e. ceil(n / ratio); None stays None.
 
-        This is the encoded size of every video :meth:`encode` takes (H, W multiples of 32): frame
-        counts the encoder cannot take (5, 33, 129) are padded to 4 * ceil(T / 4) frames first, and
-        ``decode(z, num_frames=T)`` cuts the decoded video back to T.
+        This is the encoded size of every video: sizes the encoder cannot take (5, 33 or 129 frames,
+        336 px) are padded first (:meth:`pad_to_codable`), and ``decode(z, num_frames=T)`` cuts the
+        decoded video back to T frames (the caller crops H and W).
         """
         ratios = (self.temporal_compression, self.spatial_compression, self.spatial_compression)
         return [None if n is None else (n - 1) // r + 1 for n, r in zip(size, ratios, strict=True)]
 
     def check_encodable(self, x: torch.Tensor) -> None:
-        """ValueError unless ``x`` is a video [B, C, T, H, W] with H and W divisible by the spatial
-        compression (every resampling step halves them, so they must stay whole)."""
+        """ValueError unless ``x`` is a video [B, C, T, H, W] of the model's image channels."""
         if x.ndim != 5 or x.shape[1] != self.image_channels:
             raise ValueError(f"expected a video [B, {self.image_channels}, T, H, W], got {list(x.shape)}")
-        H, W = x.shape[3:]
-        s = self.spatial_compression
-        if H % s or W % s:
-            raise ValueError(f"frames of {H} x {W} px: the encoder needs heights and widths divisible by {s}")
 
     def codable_frames(self, frames: int) -> bool:
         """Whether the encoder takes ``frames`` as they are: every temporal step halves the count
@@ -610,28 +605,31 @@ class VideoDCAE(ModelMixin):
                 frames //= 2
         return True
 
-    def pad_frames(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` with its last frame repeated up to the next multiple of the time compression when the
-        encoder cannot take its frame count (5, 33, 129, ...), so that every length has the latent
-        :meth:`get_latent_size` gives; the release fails on such counts instead. ``x`` otherwise."""
-        T = x.shape[2]
-        if self.codable_frames(T):
+    def pad_to_codable(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` [B, C, T, H, W] with its last frame, row and column repeated up to sizes the encoder
+        takes: T up to the next multiple of the time compression when the count cannot be halved
+        down (5, 33, 129), H and W up to multiples of the space compression (336 -> 352 for 32x), so
+        that every size has the latent :meth:`get_latent_size` gives. The release fails on such sizes."""
+        T, H, W = x.shape[2:]
+        t, s = self.temporal_compression, self.spatial_compression
+        pad_t = 0 if self.codable_frames(T) else -(-T // t) * t - T
+        pad_h, pad_w = -H % s, -W % s
+        if not (pad_t or pad_h or pad_w):
             return x
-        padded = -(-T // self.temporal_compression) * self.temporal_compression
-        return torch.cat([x, x[:, :, -1:].expand(-1, -1, padded - T, -1, -1)], dim=2)
+        return F.pad(x, (0, pad_w, 0, pad_h, 0, pad_t), mode="replicate")
 
     # ---- encode -------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
         """Video [B, 3, T, H, W] in [-1, 1] -> latent [B, C, T/4, H/32, W/32], divided by ``scaling_factor``.
 
-        T is any count: 1 (an image) and 2 give one latent frame, other counts that are not multiples
-        of 4 are padded with their last frame (:meth:`pad_frames`). H and W are multiples of 32
-        (:meth:`check_encodable`). The DC-AE has no posterior: ``sample`` and ``generator`` are
-        accepted (the VAE interface of the pipelines) and ignored. Samples are coded one at a time,
-        each tiled if tiling is on.
+        T, H and W are any sizes: 1 frame (an image) and 2 give one latent frame, other counts that
+        are not multiples of 4 and sides that are not multiples of 32 are padded with the last
+        frame, row or column (:meth:`pad_to_codable`). The DC-AE has no posterior: ``sample`` and
+        ``generator`` are accepted (the VAE interface of the pipelines) and ignored. Samples are
+        coded one at a time, each tiled if tiling is on.
         """
         self.check_encodable(x)
-        x = self.pad_frames(x)
+        x = self.pad_to_codable(x)
         z = torch.cat([self._encode_tiled(clip) for clip in x.split(1)])
         return z if self.scaling_factor is None else z / self.scaling_factor
 
@@ -688,10 +686,17 @@ class VideoDCAE(ModelMixin):
 
     def forward(self, x: torch.Tensor) -> DCAEOutput:
         """The training pass: the whole batch through the encoder and the decoder (no scaling, no
-        tiling); a frame count the encoder cannot take is padded and the reconstruction cut back."""
+        tiling); sizes the encoder cannot take are padded and the reconstruction cut back.
+
+        A single latent frame decodes to a single frame, so clips of 2 to 4 frames (which code to
+        one) are padded to 8 here, that every frame has a reconstruction to be compared with.
+        """
         self.check_encodable(x)
-        z = self.encoder(self.pad_frames(x))
-        return DCAEOutput(z, self.decoder(z)[:, :, : x.shape[2]])
+        T, H, W = x.shape[2:]
+        if 1 < T <= self.temporal_compression:
+            x = F.pad(x, (0, 0, 0, 0, 0, 2 * self.temporal_compression - T), mode="replicate")
+        z = self.encoder(self.pad_to_codable(x))
+        return DCAEOutput(z, self.decoder(z)[:, :, :T, :H, :W])
 
 
 # --------------------------------------------------------------------------- presets and the release factory
