@@ -236,13 +236,15 @@ def test_tiles_blend_back_to_the_untiled_result_for_local_operators():
         assert tiled.shape == untiled.shape and torch.allclose(tiled, untiled, atol=1e-6)
 
 
-def test_a_trailing_temporal_tile_of_one_latent_frame_decodes_to_one_frame():
+def test_a_trailing_temporal_tile_of_one_latent_frame_still_decodes_to_four_frames():
     model = tiny_dcae()
     z = torch.randn(1, 16, 7, 1, 1)  # tiles of 4 latent frames every 3: [0:4], [3:7], [6:7]
     with torch.no_grad():
         assert model.decode(z).shape[2] == 28
         model.set_tiling(temporal=True, temporal_tile_size=16)
-        assert model.decode(z).shape[2] == 12 + 12 + 1  # as the release does
+        assert model.decode(z).shape[2] == 28  # the release gives 12 + 12 + 1
+        for n in range(5, 30):  # every length, whatever its last tile
+            assert model.decode(torch.randn(1, 16, n, 1, 1)).shape[2] == 4 * n, n
 
 
 def test_tiled_model_keeps_sizes_and_waits_for_inputs_beyond_the_tile():

@@ -75,3 +75,12 @@ def test_no_call_sees_more_than_a_tile_however_long_the_video(kind):
     (enc_t, enc_h, enc_w), (dec_t, dec_h, dec_w) = seen[129]
     assert enc_t <= tile_frames and max(enc_h, enc_w) <= 32
     assert dec_t <= (tile_frames - 1) // 4 + 1 and max(dec_h, dec_w) <= 32 // 8
+
+
+def test_dc_ae_round_trip_whose_last_temporal_tile_holds_one_latent_frame():
+    model = dcae()  # latent tiles of 4 frames every 3: 25 latent frames leave one for the last tile
+    x = torch.rand(1, 3, 100, 16, 16) * 2 - 1
+    with torch.no_grad():
+        z = model.encode(x)
+        assert z.shape[2] == 25
+        assert model.decode(z, num_frames=100).shape == x.shape

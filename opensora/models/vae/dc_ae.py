@@ -356,8 +356,9 @@ class Tiling:
     (or the whole video), frames wider or taller than ``spatial_tile_size`` are tiled the same way
     in H and W (raster order, each tile faded into its upper and left neighbours). Decode mirrors
     it: latent tiles of ``latent_*_tile_size`` positions, fades and cuts in pixels and frames.
-    There is no special first tile, and a trailing temporal tile of one latent frame decodes to one
-    frame. The latent tile sizes are the pixel ones divided by the compression unless given.
+    There is no special first tile. A trailing temporal tile of one latent frame would decode to one
+    frame (the release's videos are 3 frames short there); here the last latent frame is repeated so
+    that it decodes to its 4 frames. The latent tile sizes are the pixel ones divided by the compression unless given.
     """
 
     spatial: bool
@@ -672,7 +673,13 @@ class VideoDCAE(ModelMixin):
         if tiling.temporal and z.shape[2] > tile:
             stride = int(tile * (1 - tiling.overlap))
             extent = int(tiling.temporal_tile_size * tiling.overlap)
-            return tile_time(self._decode_in_space, z, tile, stride, extent, tiling.temporal_tile_size - extent)
+            n = z.shape[2]
+            if (n - 1) % stride == 0:
+                # the last tile would hold one latent frame, which decodes to one frame, not 4 (the
+                # release's videos come out 3 frames short there): a repeated last latent makes it two
+                z = F.pad(z, (0, 0, 0, 0, 0, 1), mode="replicate")
+            x = tile_time(self._decode_in_space, z, tile, stride, extent, tiling.temporal_tile_size - extent)
+            return x[:, :, : n * self.temporal_compression]
         return self._decode_in_space(z)
 
     def _decode_in_space(self, z: torch.Tensor) -> torch.Tensor:
