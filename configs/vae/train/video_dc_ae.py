@@ -8,16 +8,10 @@
 # No absolute paths: data comes from --data-path, LPIPS weights from $OPENSORA_EVAL_WEIGHTS (or
 # lpips_weights=DIR), outputs go to --outputs.
 
-# ---- data: 32 consecutive frames of 256 x 256 (the release's bucket "256px_ar1:1": {32: (1.0, 1)})
-dataset = dict(
-    type="VideoTextDataset",
-    data_path=None,
-    num_frames=32,
-    frame_interval=1,
-    image_size=(256, 256),
-    transform_name="resize_crop",
-)
-batch_size = 1
+# ---- data: 32 consecutive frames of 256 x 256 (the release's bucket "256px_ar1:1": {32: (1.0, 1)}),
+# batch 1 per process
+_base_ = ["../../_base_/vae_clips.py"]
+dataset = dict(num_frames=32)
 num_workers = 12
 prefetch_factor = 2
 mixed_strategy = "mixed_video_image"
