@@ -31,6 +31,14 @@ def test_the_dc_ae_stack_writes_videos_of_the_asked_size(tmp_path, references, m
     assert frames_of(tmp_path / name).std() > 0
 
 
+def test_four_frames_which_the_dc_ae_cannot_decode_stop_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        infer(TINY_HC, "--prompt", "a cat", "--num_frames", "4", "--save-dir", str(tmp_path))
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == ("error: num_frames 4: Open-Sora 2.0 samples 1 frame or 4k or 4k+1 "
+                                               "from 5 (5, 8, 9, ..., 128, 129), at most 129")  # fmt: skip
+
+
 def test_the_adapter_samples_unpatched_latents_of_the_dc_ae():
     pipeline = build_pipeline(load_config(TINY_HC, InferenceConfig), torch.device("cpu"))
     adapter = pipeline.adapter

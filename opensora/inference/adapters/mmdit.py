@@ -38,11 +38,12 @@ def causal_latent_frames(num_frames: int, temporal: int = 4) -> int:
 
 def check_num_frames(num_frames: int, causal: bool = True) -> None:
     """The frame counts the 2.0 models sample: 1 (an image) or 4k+1 up to 129; with a non-causal VAE
-    (the DC-AE: 4 frames per latent, decoded videos cut to length) 4k as well."""
+    (the DC-AE: 4 frames per latent, decoded videos cut to length) 4k as well, from 8: its single
+    latent frame decodes to a single frame, so 4 frames cannot come out."""
     allowed = (1,) if causal else (0, 1)
-    fits = num_frames == 1 or (num_frames % 4 in allowed and num_frames > 1)
+    fits = num_frames == 1 or (num_frames % 4 in allowed and num_frames > 4)
     if not fits or num_frames > MAX_FRAMES:
-        rule = "4k+1 (5, 9, ..., 129)" if causal else "4k or 4k+1 (4, 5, 8, 9, ..., 128, 129)"
+        rule = "4k+1 (5, 9, ..., 129)" if causal else "4k or 4k+1 from 5 (5, 8, 9, ..., 128, 129)"
         raise ConfigError(f"num_frames {num_frames}: Open-Sora 2.0 samples 1 frame or {rule}, at most {MAX_FRAMES}")
 
 
