@@ -88,19 +88,18 @@ def _rounded(value: float) -> float:
     return round(value, 6)
 
 
+# scale_factor * (z - shift_factor), as the Hunyuan VAE and the Flux autoencoder normalise
+_SHIFT_THEN_SCALE = _Rule(
+    {"shift_factor": 0.0, "scale_factor": 1.0},
+    lambda s: {"shift_factor": _rounded(s.overall_mean), "scale_factor": _rounded(1 / s.overall_std)},
+)
 _RULES: dict[type, _Rule] = {
     VideoAutoencoderPipeline: _Rule(
         {"shift": 0.0, "scale": 1.0},
         lambda s: {"shift": [_rounded(v) for v in s.mean.tolist()], "scale": [_rounded(v) for v in s.std.tolist()]},
     ),
-    AutoencoderKLCausal3D: _Rule(
-        {"shift_factor": 0.0, "scale_factor": 1.0},
-        lambda s: {"shift_factor": _rounded(s.overall_mean), "scale_factor": _rounded(1 / s.overall_std)},
-    ),
-    FluxAutoencoder: _Rule(
-        {"shift_factor": 0.0, "scale_factor": 1.0},
-        lambda s: {"shift_factor": _rounded(s.overall_mean), "scale_factor": _rounded(1 / s.overall_std)},
-    ),
+    AutoencoderKLCausal3D: _SHIFT_THEN_SCALE,
+    FluxAutoencoder: _SHIFT_THEN_SCALE,
     # the DC-AE has no shift: its latents are divided by scaling_factor only
     VideoDCAE: _Rule({"scaling_factor": None}, lambda s: {"scaling_factor": _rounded(s.overall_std)}),
     SpatialVAE: _Rule({"scaling_factor": 1.0}, lambda s: {"scaling_factor": _rounded(1 / s.overall_std)}),
