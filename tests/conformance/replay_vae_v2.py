@@ -55,18 +55,20 @@ def build_hunyuan_vae(fixture: Fixture) -> torch.nn.Module:
     return model.eval()
 
 
-def _hunyuan_tiling(model, call: dict) -> None:
-    """The recorded tiled calls rebuilt the model with tile settings; here they are set at runtime."""
+def set_recorded_tiling(model, call: dict, names: dict[str, str]) -> None:
+    """The recorded tiled calls rebuilt the model with the tile settings of ``config_override`` (the
+    release's names); here they are set at runtime with ``set_tiling`` (``names`` maps them), which
+    does the same, latent tiles following the pixel ones. An empty override restores the defaults."""
     override = call.get("config_override", {})
-    unknown = sorted(set(override) - set(_HUNYUAN_TILING))
+    unknown = sorted(set(override) - set(names))
     if unknown:
         pytest.fail(f"config_override {unknown} is not a tiling setting; replay it by rebuilding the model")
-    model.set_tiling(**{_HUNYUAN_TILING[key]: value for key, value in override.items()})
+    model.set_tiling(**{names[key]: value for key, value in override.items()})
 
 
 def replay_hunyuan_encode(model, fixture: Fixture, call: dict) -> dict[str, torch.Tensor]:
     """z (posterior mean or the sample with the recorded noise), plus mean and clamped logvar if recorded."""
-    _hunyuan_tiling(model, call)
+    set_recorded_tiling(model, call, _HUNYUAN_TILING)
     kwargs = {key: resolve(fixture, value) for key, value in call.get("kwargs", {}).items()}
     x = kwargs.pop("x")
     sample = kwargs.pop("sample_posterior", True)
@@ -86,7 +88,7 @@ def replay_hunyuan_encode(model, fixture: Fixture, call: dict) -> dict[str, torc
 
 
 def replay_hunyuan_decode(model, fixture: Fixture, call: dict) -> dict[str, torch.Tensor]:
-    _hunyuan_tiling(model, call)
+    set_recorded_tiling(model, call, _HUNYUAN_TILING)
     (z,) = [resolve(fixture, arg) for arg in call["args"]]
     return {outputs(call)[0]: model.decode(z)}
 
@@ -141,21 +143,11 @@ def build_dcae(fixture: Fixture) -> torch.nn.Module:
     return model.eval()
 
 
-def _dcae_tiling(model, call: dict) -> None:
-    """The recorded tiled calls rebuilt the model from a config with these tile settings (so its
-    latent tiles follow the pixel ones); here they are set at runtime, which does the same."""
-    override = call.get("config_override", {})
-    unknown = sorted(set(override) - set(_DCAE_TILING))
-    if unknown:
-        pytest.fail(f"config_override {unknown} is not a tiling setting; replay it by rebuilding the model")
-    model.set_tiling(**{_DCAE_TILING[key]: value for key, value in override.items()})
-
-
 def replay_dcae(model, fixture: Fixture, call: dict) -> dict[str, torch.Tensor]:
     """encode(x) or decode(z), as recorded (no keyword arguments: the DC-AE draws no noise)."""
     if call.get("kwargs"):
         pytest.fail(f"DCAE {call['method']} record has arguments this replay does not know: {sorted(call['kwargs'])}")
-    _dcae_tiling(model, call)
+    set_recorded_tiling(model, call, _DCAE_TILING)
     (value,) = [resolve(fixture, arg) for arg in call["args"]]
     return {outputs(call)[0]: getattr(model, call["method"])(value)}
 
