@@ -45,7 +45,7 @@ from opensora.datasets import (
     format_bucket_table,
 )
 from opensora.errors import ConfigError, OpenSoraError
-from opensora.registry import DATASETS, build_module
+from opensora.registry import DATASETS, MODELS, build_module
 from opensora.training.checkpoint import (
     CheckpointManager,
     broadcast_object,
@@ -177,6 +177,14 @@ class BaseTrainer:
     def build_model(self) -> nn.Module:
         """The trained model, in training mode (and whatever frozen parts the step needs, as attributes)."""
         raise NotImplementedError
+
+    def build_trained_model(self, model_cfg: dict) -> nn.Module:
+        """The trained model of ``model_cfg`` (a registry dict, maybe with ``from_pretrained``), in training mode.
+
+        Subclasses call this for the model they train (frozen encoders are built as usual), so the
+        engine decides where and how its weights come into being.
+        """
+        return build_module(model_cfg, MODELS).train()  # from_pretrained returns eval mode
 
     def build_extra(self) -> None:
         """Called once the model's engine exists: build further engines and add them to ``self.engines``."""

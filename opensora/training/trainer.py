@@ -55,7 +55,7 @@ class Trainer(BaseTrainer):
         self.scheduler = build_module(cfg.scheduler, SCHEDULERS)
         self.masks = MaskGenerator(cfg.mask_ratios) if cfg.mask_ratios else None
         self.vae, self.text_encoder = (None, None) if cfg.use_features else build_encoders(cfg, dims.device)
-        model = build_module(cfg.model, MODELS).train()  # from_pretrained returns eval mode
+        model = self.build_trained_model(cfg.model)
         if dims.sp_size > 1:
             from opensora.acceleration.sequence_parallel import apply_sequence_parallel
 
