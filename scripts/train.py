@@ -9,6 +9,9 @@ Several nodes (run on every node; NODE_RANK is 0..N-1 and MASTER_ADDR is node 0'
     torchrun --nnodes 4 --nproc_per_node 8 --node_rank $NODE_RANK --master_addr $MASTER_ADDR --master_port 29500 \\
         scripts/train.py configs/opensora-v1-2/train/stage1.py --data-path data/meta.csv --outputs outputs/stage1
 
+Open-Sora 2.0 (an MMDiT model: configs/opensora-v2/train/*.py) trains with the 2.0 recipe, e.g.
+    python scripts/train.py configs/opensora-v2/train/tiny.py --data-path FEATURE_DIR --outputs outputs/v2_tiny
+
 --load DIR resumes a checkpoint folder (or the latest complete checkpoint inside an outputs folder)
 exactly: weights, EMA, optimizer, lr schedule, data position and random state. --ckpt-path PATH only
 initialises the model's weights. Pre-extracted features (tools/datasets/extract_features.py) train
@@ -21,9 +24,20 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from opensora.config import Flag, load_config, make_parser, parse_bool, parse_cli, run_cli, standard_flags
-from opensora.training.config import TrainConfig
-from opensora.training.trainer import TrainResult, train
+from opensora.config import (
+    Flag,
+    apply_overrides,
+    load_config,
+    make_parser,
+    parse_bool,
+    parse_cfg_options,
+    parse_cli,
+    read_config,
+    run_cli,
+    standard_flags,
+)
+from opensora.training.base import TrainResult
+from opensora.training.recipes import select_recipe
 
 FLAGS = standard_flags(
     "--ckpt-path", "--load", "--data-path", "--outputs", "--seed", "--dtype", "--batch-size", "--lr", "--epochs",
@@ -41,8 +55,8 @@ FLAGS = standard_flags(
 def main(argv: Sequence[str] | None = None) -> TrainResult:
     parser = make_parser(__doc__.strip().splitlines()[0], FLAGS)
     path, overrides, cfg_options = parse_cli(parser, argv)
-    cfg = load_config(path, TrainConfig, overrides, cfg_options)
-    result = train(cfg)
+    recipe = select_recipe(apply_overrides(read_config(path), parse_cfg_options(cfg_options)))  # 1.x or 2.0
+    result = recipe.train(load_config(path, recipe.schema, overrides, cfg_options))
     print(f"trained to step {result.step} (epoch {result.epoch}); last checkpoint: {result.checkpoint}")
     return result
 

@@ -5,6 +5,10 @@ takes ``(sample_index, BucketId)`` pairs from :class:`~opensora.datasets.sampler
 and reads the bucket's frame count and size. Randomness (the temporal crop, a random spatial crop)
 comes from a generator seeded by (seed, epoch, sample index), so any worker gives the same item.
 
+Open-Sora 2.0 trained on captions that end in the clip's frame rate and motion score
+(``caption_fps``, ``caption_motion_score``): ``"a cat on a sofa 24 FPS, 3 motion score."``
+(:func:`append_caption_scores`).
+
 A file that cannot be read is logged once, counted, and replaced by another sample chosen
 deterministically (for buckets: one that fits the same bucket), so batches stay full. Workers
 are separate processes, so each item reports ``num_skipped`` for the trainer to sum.
@@ -13,6 +17,7 @@ are separate processes, so each item reports ``num_skipped`` for the trainer to 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -33,6 +38,21 @@ from opensora.registry import DATASETS
 logger = logging.getLogger(__name__)
 
 IMAGE_FPS = 120  # the frame rate the release conditions images on
+MOTION_SCORE_COLUMN = "score_vmafmotion"  # the release's metadata column (VMAF's motion feature)
+
+
+def append_caption_scores(text: str, fps: float | None, motion_score: float | None) -> str:
+    """The 2.0 training caption: ``text`` + ``" {fps} FPS, {m} motion score."``, either part optional.
+
+    The frame rate is left out when unknown or 0 (images); the motion score when missing or NaN,
+    and is rounded half up to an integer, as the release's dataset does.
+    """
+    parts = []
+    if fps and math.isfinite(fps):
+        parts.append(f"{fps:g} FPS")
+    if motion_score is not None and math.isfinite(motion_score):
+        parts.append(f"{int(motion_score + 0.5)} motion score")
+    return f"{text} {', '.join(parts)}." if parts else text
 
 
 class _ClipDataset(Dataset):
@@ -41,7 +61,7 @@ class _ClipDataset(Dataset):
     repeat_images = False  # whether an image fills a clip of several frames (else it is a bad sample)
 
     def __init__(self, data_path: str | os.PathLike[str], frame_interval: int, transform_name: str, seed: int,
-                 replace_bad: bool) -> None:  # fmt: skip
+                 replace_bad: bool, caption_fps: bool = False, caption_motion_score: bool = False) -> None:  # fmt: skip
         if frame_interval < 1:
             raise ConfigError(f"frame_interval must be >= 1, got {frame_interval}")
         self.data_path, self.frame_interval, self.transform_name = data_path, frame_interval, transform_name
@@ -49,6 +69,10 @@ class _ClipDataset(Dataset):
         self.metadata = read_metadata(data_path)
         self._paths = self.metadata["path"].tolist()
         self._texts = self.metadata["text"].fillna("").astype(str).tolist() if "text" in self.metadata else None
+        self.caption_fps = caption_fps
+        self._motion = self._column(MOTION_SCORE_COLUMN) if caption_motion_score else None
+        if caption_motion_score and self._motion is None:
+            raise ConfigError(f"caption_motion_score needs a '{MOTION_SCORE_COLUMN}' column in {data_path}")
         self.num_skipped = 0  # in this process; items carry their own count for the trainer
         self._bad: set[tuple[str, int]] = set()  # (path, frames): too short for 51 frames may still give 17
         self._logged: set[str] = set()
@@ -81,7 +105,7 @@ class _ClipDataset(Dataset):
         height, width = size
         return {
             "video": video,
-            "text": self._texts[index] if self._texts is not None else "",
+            "text": self._caption(index, clip.fps),
             "num_frames": num_frames,
             "height": height,
             "width": width,
@@ -90,6 +114,13 @@ class _ClipDataset(Dataset):
             "path": path,
             "index": index,
         }
+
+    def _caption(self, index: int, fps: float) -> str:
+        text = self._texts[index] if self._texts is not None else ""
+        if not (self.caption_fps or self._motion is not None):
+            return text
+        motion = float(self._motion[index]) if self._motion is not None else None
+        return append_caption_scores(text, fps if self.caption_fps else None, motion)
 
     def _pool(self, bucket: BucketId | None) -> np.ndarray:
         """Indices that may replace a bad sample of ``bucket`` (None: a fixed-size dataset)."""
@@ -139,7 +170,8 @@ class VideoTextDataset(_ClipDataset):
     """Clips of ``num_frames`` frames every ``frame_interval``, all resized to ``image_size`` (H, W).
 
     Images are repeated to ``num_frames`` frames. Indexed by sample index (a ``(index, bucket)``
-    pair also works; the bucket is ignored).
+    pair also works; the bucket is ignored). ``caption_fps`` and ``caption_motion_score`` end each
+    caption as 2.0 trained (:func:`append_caption_scores`; the score is the ``score_vmafmotion`` column).
     """
 
     repeat_images = True
@@ -153,8 +185,11 @@ class VideoTextDataset(_ClipDataset):
         transform_name: str = "resize_crop",
         seed: int = 0,
         replace_bad: bool = True,
+        caption_fps: bool = False,
+        caption_motion_score: bool = False,
     ) -> None:
-        super().__init__(data_path, frame_interval, transform_name, seed, replace_bad)
+        super().__init__(data_path, frame_interval, transform_name, seed, replace_bad, caption_fps,
+                         caption_motion_score)  # fmt: skip
         self.num_frames = get_num_frames(num_frames)
         if len(image_size) != 2 or min(image_size) < 1:
             raise ConfigError(f"image_size must be (height, width) in pixels, got {image_size!r}")
@@ -171,6 +206,7 @@ class VariableVideoTextDataset(_ClipDataset):
 
     Use the same ``frame_interval`` as the sampler's bucket assignment. A bad file is replaced by
     a sample whose metadata fits the bucket (ratio, size and length), tried in a seeded order.
+    ``caption_fps`` / ``caption_motion_score``: as :class:`VideoTextDataset`'s.
     """
 
     def __init__(
@@ -180,8 +216,11 @@ class VariableVideoTextDataset(_ClipDataset):
         transform_name: str = "resize_crop",
         seed: int = 0,
         replace_bad: bool = True,
+        caption_fps: bool = False,
+        caption_motion_score: bool = False,
     ) -> None:
-        super().__init__(data_path, frame_interval, transform_name, seed, replace_bad)
+        super().__init__(data_path, frame_interval, transform_name, seed, replace_bad, caption_fps,
+                         caption_motion_score)  # fmt: skip
         self._pools: dict[BucketId, np.ndarray] = {}
 
     def __getitem__(self, item: tuple[int, BucketId]) -> dict[str, Any] | None:

@@ -4,7 +4,9 @@ A feature folder holds safetensors shards and ``index.json``. Sample ``i`` of a 
 tensors as ``"{i}.x"`` (latent [C, T, h, w]), ``"{i}.y"`` (text states [1, L, C]) and ``"{i}.mask"``
 ([L]); everything else about it (text, path, num_frames, height, width, fps, ...) lives in its
 index entry. Shards and then the index are each written to a temporary file and renamed, and the
-index is written last: a folder without one is an extraction that did not finish.
+index is written last: a folder without one is an extraction that did not finish. Tensors that
+belong to the folder rather than to a sample (the empty prompt's embeddings, for caption dropout)
+are stored once in ``extras.safetensors``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from opensora.errors import OpenSoraError
 from opensora.registry import DATASETS
 
 INDEX_NAME = "index.json"
+EXTRAS_NAME = "extras.safetensors"
 FORMAT = "opensora-features"
 VERSION = 1
 
@@ -34,11 +37,13 @@ def write_feature_shards(
     output_dir: str | os.PathLike[str],
     shard_size: int = 256,
     overwrite: bool = False,
+    extras: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write ``samples`` into shards of ``shard_size`` in ``output_dir``; returns the index path.
 
     Each sample maps names to tensors (stored in the shard) or to JSON values (stored in the index).
-    An existing feature folder is replaced only with ``overwrite``.
+    ``extras``: tensors of the whole folder (:attr:`FeatureDataset.extras`). An existing feature
+    folder is replaced only with ``overwrite``.
     """
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
@@ -66,6 +71,10 @@ def write_feature_shards(
         _atomic_write(root / name, lambda tmp, t=tensors: _save_safetensors(t, tmp))
         shards.append(name)
     index = {"format": FORMAT, "version": VERSION, "num_samples": len(entries), "shards": shards, "samples": entries}
+    if extras:
+        tensors = {key: value.detach().cpu().contiguous() for key, value in extras.items()}
+        _atomic_write(root / EXTRAS_NAME, lambda tmp: _save_safetensors(tensors, tmp))
+        index["extras"] = EXTRAS_NAME
     _atomic_write(index_path, lambda tmp: Path(tmp).write_text(json.dumps(index, indent=1)))
     for stale in set(root.glob("shard-*.safetensors")) - {root / name for name in shards}:
         stale.unlink()  # from an earlier, longer extraction
@@ -132,6 +141,7 @@ class FeatureDataset(Dataset):
             raise OpenSoraError(f"'{index_path}' is {found}, expected {FORMAT} v{VERSION}")
         self.shards: list[str] = index["shards"]
         self.entries: list[dict[str, Any]] = index["samples"]
+        self._extras_name: str | None = index.get("extras")
         self.fingerprint = hashlib.sha256(text.encode()).hexdigest()
         self._open: dict[int, Any] = {}  # shard -> safe_open handle, per process
 
@@ -142,6 +152,18 @@ class FeatureDataset(Dataset):
     def metadata(self) -> pd.DataFrame:
         """One row per sample with its stored fields (path, num_frames, height, width, ...)."""
         return pd.DataFrame([entry["meta"] for entry in self.entries])
+
+    @property
+    def extras(self) -> dict[str, torch.Tensor]:
+        """The folder's own tensors (e.g. ``null.y``, ``null.y_vec``: the empty prompt's embeddings); {} if none."""
+        if self._extras_name is None:
+            return {}
+        from safetensors.torch import load_file
+
+        path = self.shard_dir / self._extras_name
+        if not path.is_file():
+            raise OpenSoraError(f"feature extras '{path}' are missing")
+        return load_file(str(path))
 
     def __getitem__(self, item: int | tuple[int, Any]) -> dict[str, Any]:
         index = int(item[0] if isinstance(item, tuple) else item)

@@ -146,3 +146,13 @@ def render(scene: Scene) -> np.ndarray:
         cover = shape_mask(scene.shape, scene.height, scene.width, scene.centre(t), scene.radius)[..., None]
         frames[t] = np.round(background * (1 - cover) + colour * cover).astype(np.uint8)
     return frames
+
+
+def motion_score(frames: np.ndarray) -> float:
+    """How much a clip (T, H, W, 3) uint8 moves: the mean absolute change of luma (0-255) between
+    consecutive frames, the quantity VMAF's motion feature measures (on blurred frames), which
+    Open-Sora 2.0 appends to captions; NaN for a single frame."""
+    if len(frames) < 2:
+        return float("nan")
+    luma = frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # (T, H, W)
+    return float(np.abs(np.diff(luma, axis=0)).mean())

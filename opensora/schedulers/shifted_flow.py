@@ -44,8 +44,15 @@ def shifted_timesteps(
     t = torch.linspace(1, 0, num_steps + 1)  # (num_steps + 1,) float32
     if not shift:
         return t
-    a = shift_alpha(tokens_per_frame, latent_frames) if alpha is None else alpha
-    return a * t / (1 + (a - 1) * t)
+    return time_shift(shift_alpha(tokens_per_frame, latent_frames) if alpha is None else alpha, t)
+
+
+def time_shift(alpha: float, t: torch.Tensor) -> torch.Tensor:
+    """The warp t -> a t / (1 + (a - 1) t): 0 and 1 stay, everything between moves towards 1 when a > 1.
+
+    Sampling warps its grid with it; training warps its drawn timesteps alike.
+    """
+    return alpha * t / (1 + (alpha - 1) * t)
 
 
 def euler_step(x: torch.Tensor, v: torch.Tensor, t: float, t_next: float) -> torch.Tensor:

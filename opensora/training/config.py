@@ -212,3 +212,61 @@ class VAETrainConfig(BaseTrainConfig):
             raise ConfigError(f"adversarial training needs plugin 'ddp' or 'none', got '{self.plugin}'")
         if self.discriminator_lr is not None and self.discriminator_lr <= 0:
             raise ConfigError(f"discriminator_lr must be > 0 or None, got {self.discriminator_lr}")
+
+
+# the conditioning modes of Open-Sora 2.0 (opensora.inference.mmdit_sampling.COND_TYPES): a copy of
+# the names keeps this schema free of torch, the trainer checks that the two agree
+MMDIT_COND_TYPES = ("t2v", "i2v_head", "i2v_tail", "i2v_loop", "v2v_head", "v2v_tail", "v2v_head_easy",
+                    "v2v_tail_easy")  # fmt: skip
+MMDIT_DROPOUT_KEYS = ("t5", "clip")
+
+
+@dataclass
+class MMDiTTrainConfig(BaseTrainConfig):
+    """Open-Sora 2.0's MMDiT training run (scripts/train.py picks it for an MMDiT ``model``).
+
+    The keys not in :class:`BaseTrainConfig` keep the release's names: ``condition_config`` is the
+    {cond type: weight} mix each video sample draws its conditioning mode from (None: text-to-video
+    only; a model with ``cond_embed`` then gets an empty condition), ``dropout_ratio`` the
+    probabilities {"t5": p, "clip": p} of replacing a sample's T5 states or CLIP vector by those of
+    the empty prompt (classifier-free guidance), ``is_causal_vae`` whether the VAE encodes the
+    first frame alone (one more conditioned latent frame in v2v), ``sigma_min`` the noise left at
+    t = 0, ``guidance`` the scale given to a guidance-embedding (distilled) model.
+    """
+
+    # ---- frozen encoders: dicts for opensora.registry.build_module -------------------------------
+    vae: dict | None = None  # unused with use_features
+    text_encoder: dict | None = None  # T5 states and a pooled CLIP vector ("text_encoders"); unused with use_features
+
+    # ---- data: with use_features, dataset.data_path is a folder of tools/datasets/extract_features.py
+    use_features: bool = False
+
+    # ---- the 2.0 recipe ------------------------------------------------------------------------
+    condition_config: dict | None = None
+    dropout_ratio: dict | None = None
+    is_causal_vae: bool = True
+    sigma_min: float = 1e-5
+    guidance: float = 4.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.condition_config is not None:
+            _check_weights("condition_config", self.condition_config, MMDIT_COND_TYPES)
+        for key, value in (self.dropout_ratio or {}).items():
+            if key not in MMDIT_DROPOUT_KEYS:
+                raise ConfigError(f"dropout_ratio: unknown key '{key}' (known: {', '.join(MMDIT_DROPOUT_KEYS)})")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+                raise ConfigError(f"dropout_ratio['{key}'] must be a probability in [0, 1], got {value!r}")
+        if not 0.0 <= self.sigma_min < 1.0:
+            raise ConfigError(f"sigma_min must be in [0, 1), got {self.sigma_min}")
+
+
+def _check_weights(name: str, weights: Mapping, known: tuple[str, ...]) -> None:
+    """``weights`` maps known names to non-negative numbers, not all zero."""
+    for key, value in weights.items():
+        if key not in known:
+            raise ConfigError(f"{name}: unknown entry '{key}' (known: {', '.join(known)})")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+            raise ConfigError(f"{name}['{key}'] must be a weight >= 0, got {value!r}")
+    if not any(weights.values()):
+        raise ConfigError(f"{name} needs at least one entry with a weight above 0, got {dict(weights)}")

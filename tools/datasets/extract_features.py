@@ -9,6 +9,11 @@ every sample is encoded at the frame count and size of its bucket in epoch 0's a
 otherwise at the dataset's fixed size. Latents are posterior means. Unreadable files are skipped
 and counted. Shards are written atomically and the index last, so an interrupted run leaves no
 usable folder behind.
+
+Open-Sora 2.0 (a T5 + CLIP ``text_encoders`` config): each sample also stores its pooled CLIP
+vector ``y_vec``, and with an i2v ``condition_config`` its first and last frames encoded alone
+(``ref_head``, ``ref_tail``), which the i2v conditions are built from. The folder keeps the empty
+prompt's embeddings (``null.*`` extras) for caption dropout.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from opensora.models.checkpoint_io import parse_dtype
 from opensora.registry import DATASETS, MODELS, build_module
 
 META_KEYS = ("text", "path", "index", "num_frames", "height", "width", "fps", "ar")
+TEXT_KEYS = ("y", "mask", "y_vec")  # T5 states and mask; 2.0's pooled CLIP vector
 
 
 @dataclasses.dataclass
@@ -49,6 +55,7 @@ class ExtractConfig:
     seed: int = 42
     dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
     device: str | None = None
+    condition_config: dict | None = None  # a 2.0 training mix: i2v modes make it store ref_head / ref_tail
 
 
 FLAGS = standard_flags("--data-path", "--seed", "--dtype", "--batch-size") + [
@@ -97,17 +104,32 @@ def plan_batches(dataset: Any, cfg: ExtractConfig) -> tuple[list[list[Any]], int
 
 @torch.no_grad()
 def encode(batches: Iterable[dict[str, Any] | None], vae: Any, text_encoder: Any, device: torch.device,
-           dtype: torch.dtype) -> Iterator[dict[str, Any]]:  # fmt: skip
-    """One feature sample per readable input sample: latent x, text states y, mask, and its fields."""
+           dtype: torch.dtype, references: bool = False) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """One feature sample per readable input sample: latent x, text states y, mask (and y_vec, with
+    ``references`` ref_head / ref_tail), and its fields."""
     for batch in batches:
         if batch is None:  # every sample of the batch was unreadable
             continue
         x = batch["video"].to(device, dtype)  # (B, 3, T, H, W)
-        z = vae.encode(x, sample=False)  # (B, C, T', H/8, W/8)
-        text = text_encoder.encode(list(batch["text"]))  # y: (B, 1, L, C), mask: (B, L)
-        for i in range(z.shape[0]):
+        latents = {"x": vae.encode(x, sample=False)}  # (B, C, T', H/8, W/8)
+        if references:  # each frame alone, so the rest of the clip cannot leak into the condition
+            latents["ref_head"] = vae.encode(x[:, :, :1], sample=False)  # (B, C, 1, H/8, W/8)
+            latents["ref_tail"] = vae.encode(x[:, :, -1:], sample=False)
+        text = text_encoder.encode(list(batch["text"]))  # y: (B, 1, L, C), mask: (B, L), 2.0: y_vec (B, C')
+        tensors = {**latents, **{key: text[key] for key in TEXT_KEYS if key in text}}
+        for i in range(x.shape[0]):
             fields = {key: _pick(batch[key], i) for key in META_KEYS if key in batch}
-            yield {"x": z[i], "y": text["y"][i], "mask": text["mask"][i], **fields}
+            yield {**{key: value[i] for key, value in tensors.items()}, **fields}
+
+
+def null_text(text_encoder: Any) -> dict[str, torch.Tensor]:
+    """The empty prompt's embeddings, ``null.y`` [1, 1, L, C] (and ``null.mask``, ``null.y_vec``)."""
+    text = text_encoder.encode([""])
+    return {f"null.{key}": text[key] for key in TEXT_KEYS if key in text}
+
+
+def needs_references(condition_config: dict | None) -> bool:
+    return any(name.startswith("i2v") and weight for name, weight in (condition_config or {}).items())
 
 
 def _pick(value: Any, i: int) -> Any:
@@ -131,8 +153,10 @@ def extract(cfg: ExtractConfig) -> tuple[Path, int, int]:
             written += 1
             yield sample
 
-    samples = counted(encode(loader, vae, text_encoder, device, parse_dtype(cfg.dtype)))
-    index = write_feature_shards(samples, cfg.output, cfg.shard_size, overwrite=cfg.overwrite)
+    references = needs_references(cfg.condition_config)
+    samples = counted(encode(loader, vae, text_encoder, device, parse_dtype(cfg.dtype), references))
+    index = write_feature_shards(samples, cfg.output, cfg.shard_size, overwrite=cfg.overwrite,
+                                 extras=null_text(text_encoder))  # fmt: skip
     planned = sum(len(batch) for batch in batches)
     return index, written, planned - written + unassigned
 

@@ -4,7 +4,8 @@
 
 Deterministic by seed (each sample draws from its own generator). Training clips never show a
 held-out (colour, shape, motion) triple (opensora.demo.world.is_held_out). The CSV has the
-dataset columns (path, text, num_frames, height, width, fps) and the scene's attributes.
+dataset columns (path, text, num_frames, height, width, fps), the scene's attributes and a motion
+score (score_vmafmotion, for Open-Sora 2.0's captions; empty for stills).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from opensora.demo.world import random_scene, render, training_caption
+from opensora.demo.world import motion_score, random_scene, render, training_caption
 from opensora.inference.media import write_mp4
 
-FIELDS = ["path", "text", "num_frames", "height", "width", "fps", "colour", "shape", "motion", "background"]
+FIELDS = ["path", "text", "num_frames", "height", "width", "fps", "colour", "shape", "motion", "background",
+          "score_vmafmotion"]  # fmt: skip
 
 
 def make_sample(args: tuple[int, int, Path, list[tuple[int, int]], list[int], float, int]) -> dict:
@@ -37,8 +39,10 @@ def make_sample(args: tuple[int, int, Path, list[tuple[int, int]], list[int], fl
     else:
         write_mp4(out / name, frames, fps)
     text = training_caption(scene.colour, scene.shape, scene.motion, scene.background, rng)
+    score = "" if is_image else round(motion_score(frames), 3)
     return dict(path=name, text=text, num_frames=num_frames, height=height, width=width, fps=0 if is_image else fps,
-                colour=scene.colour, shape=scene.shape, motion=scene.motion, background=scene.background)  # fmt: skip
+                colour=scene.colour, shape=scene.shape, motion=scene.motion, background=scene.background,
+                score_vmafmotion=score)  # fmt: skip
 
 
 def parse_size(text: str) -> tuple[int, int]:
