@@ -10,7 +10,9 @@ import into read-only mappings:
 
 Open-Sora 2.0 names its two resolutions by side length (``"256px"``, ``"768px"``: that many pixels
 squared) and its aspect ratios width:height (``"16:9"`` is landscape, 192 x 336 at 256px), with sides
-rounded to multiples of 16 (:func:`get_image_size_v2`).
+rounded to multiples of 16 (:func:`get_image_size_v2`). Its training buckets (``"256px"``,
+``"768px"``, ``"1024px"``) have their own size tables (:func:`bucket_table_v2`); ``BUCKET_RESOLUTIONS``
+holds them beside the 1.2 tables, keyed like them.
 """
 
 from __future__ import annotations
@@ -79,6 +81,57 @@ def get_image_size_v2(resolution: str, ratio: str) -> tuple[int, int]:
     height = math.sqrt(RESOLUTIONS_V2[resolution] * h_part / w_part)
     width = height * w_part / h_part
     return max(16, round(height / 16) * 16), max(16, round(width / 16) * 16)
+
+
+# ---- Open-Sora 2.0's training buckets ------------------------------------------------------------
+BUCKET_RATIOS_V2 = ("2.39:1", "2:1", "16:9", "1.85:1", "9:16", "5:8", "3:2", "4:3", "1:1")  # width:height
+BUCKET_PIXELS_V2 = {"256px": 256 * 256, "768px": 768 * 768, "1024px": 1024 * 1024}
+BUCKET_MULTIPLE_V2 = 16  # sides in whole 2x2 patches of an 8x VAE's latent
+
+
+def _training_size(pixels: int, w_part: float, h_part: float, multiple: int) -> tuple[int, int]:
+    """(H, W) in multiples of ``multiple`` near ``pixels`` at W:H = ``w_part``:``h_part`` (the release's rule:
+    round both sides down, then take the one-step change of a side that comes closest to ``pixels``)."""
+    width = int(math.sqrt(pixels * w_part / h_part) // multiple) * multiple
+    height = int(pixels / width // multiple) * multiple
+    best, size = abs(height * width - pixels), (height, width)
+    steps = ((-multiple, 0), (multiple, 0), (0, -multiple), (0, multiple))
+    for dh, dw in steps:  # each from the rounded-down size; the first strictly closest wins
+        if abs((height + dh) * (width + dw) - pixels) < best:
+            best, size = abs((height + dh) * (width + dw) - pixels), (height + dh, width + dw)
+    return size
+
+
+def bucket_table_v2(pixels: int, multiple: int = BUCKET_MULTIPLE_V2) -> dict[str, tuple[int, int]]:
+    """{H/W key ("0.56" for 16:9): (H, W)} of a 2.0 training resolution of ``pixels`` pixels.
+
+    Every width:height of :data:`BUCKET_RATIOS_V2` and its transpose, a size that an earlier ratio
+    already has left out with its transpose; a transpose replaces a ratio of the same name.
+    """
+    landscape: dict[str, tuple[int, int]] = {}
+    portrait: dict[str, tuple[int, int]] = {}
+    for name in BUCKET_RATIOS_V2:
+        w_text, h_text = name.split(":")
+        size = _training_size(pixels, float(w_text), float(h_text), multiple)
+        if size in landscape.values():
+            continue
+        landscape[name] = size
+        portrait[f"{h_text}:{w_text}"] = (size[1], size[0])
+    named = {**landscape, **portrait}
+    return {f"{float(h) / float(w):.2f}": named[key] for key in named for w, h in [key.split(":")]}
+
+
+BUCKET_RESOLUTIONS: Mapping[str, tuple[int, RatioTable]] = types.MappingProxyType({
+    **ASPECT_RATIOS,
+    **{name: (pixels, types.MappingProxyType(bucket_table_v2(pixels))) for name, pixels in BUCKET_PIXELS_V2.items()},
+})  # fmt: skip
+
+
+def check_bucket_resolution(resolution: str) -> RatioTable:
+    """The {ratio key: (H, W)} table of a bucket resolution (1.2's names or 2.0's ``256px`` ...)."""
+    if resolution not in BUCKET_RESOLUTIONS:
+        raise ConfigError(f"unknown resolution {resolution!r} (known: {', '.join(BUCKET_RESOLUTIONS)})")
+    return BUCKET_RESOLUTIONS[resolution][1]
 
 
 def get_image_size(resolution: str, ratio: str | float) -> tuple[int, int]:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from opensora.datasets.aspect import ASPECT_RATIOS, check_resolution, get_num_frames
+from opensora.datasets.aspect import BUCKET_RESOLUTIONS, check_bucket_resolution, get_num_frames
 from opensora.errors import ConfigError, OpenSoraError
 
 MIN_PIXEL_FRACTION = 0.8  # a sample qualifies for a resolution with this fraction of its pixels
@@ -93,7 +93,7 @@ def parse_bucket_config(config: Any) -> dict[str, dict[int, BucketEntry]]:
     parsed = {}
     for resolution, frames in config.items():
         try:
-            check_resolution(resolution)
+            check_bucket_resolution(resolution)
         except (ConfigError, TypeError) as exc:
             raise ConfigError(f"bucket_config: {exc}") from None
         if not isinstance(frames, Mapping) or not frames:
@@ -109,9 +109,9 @@ def parse_bucket_config(config: Any) -> dict[str, dict[int, BucketEntry]]:
                 raise ConfigError(f"{where}: frame count {num_frames} appears twice")
             entries[num_frames] = _parse_entry(where, entry, is_image=num_frames == 1)
         parsed[resolution] = dict(sorted(entries.items(), reverse=True))
-    names = list(ASPECT_RATIOS)
+    names = list(BUCKET_RESOLUTIONS)
     # Ties in pixel count (4k and 2880) keep the table's order so the result never depends on dict order.
-    order = sorted(parsed, key=lambda name: (-ASPECT_RATIOS[name][0], names.index(name)))
+    order = sorted(parsed, key=lambda name: (-BUCKET_RESOLUTIONS[name][0], names.index(name)))
     return {name: parsed[name] for name in order}
 
 
@@ -151,7 +151,7 @@ class Bucket:
             BucketId(name, num_frames, ratio)
             for name, entries in self.config.items()
             for num_frames in entries
-            for ratio in ASPECT_RATIOS[name][1]
+            for ratio in BUCKET_RESOLUTIONS[name][1]
         )
         self._position = {bucket: i for i, bucket in enumerate(self.buckets)}
 
@@ -178,7 +178,7 @@ class Bucket:
     def image_size(self, bucket: BucketId) -> tuple[int, int]:
         """(H, W) that samples of ``bucket`` are resized and cropped to."""
         self.index(bucket)
-        return ASPECT_RATIOS[bucket.resolution][1][bucket.ratio]
+        return BUCKET_RESOLUTIONS[bucket.resolution][1][bucket.ratio]
 
     def config_hash(self) -> str:
         """A short digest of the parsed config and seed: equal hashes give equal assignments."""
@@ -216,7 +216,7 @@ class Bucket:
         size_ok, length_ok = np.zeros_like(valid), np.zeros_like(valid)
         pending = valid.copy()
         for position, (name, entries) in enumerate(self.config.items()):
-            rows = np.flatnonzero(pending & (area >= MIN_PIXEL_FRACTION * ASPECT_RATIOS[name][0]))
+            rows = np.flatnonzero(pending & (area >= MIN_PIXEL_FRACTION * BUCKET_RESOLUTIONS[name][0]))
             size_ok[rows] = True
             t, fits = _choose_frames(name, entries, frames[rows], keys[rows], frame_interval)
             length_ok[rows[fits]] = True
@@ -241,7 +241,7 @@ class Bucket:
             rows = np.flatnonzero(chosen_res == position)
             if len(rows) == 0:
                 continue
-            table = ASPECT_RATIOS[name][1]
+            table = BUCKET_RESOLUTIONS[name][1]
             ratio = _closest_ratio_index(heights[rows] / widths[rows], [float(key) for key in table])
             frame_list = sorted(entries)
             lookup = np.array([[self._position[BucketId(name, t, key)] for key in table] for t in frame_list])

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import Dataset
 
-from opensora.datasets.aspect import ASPECT_RATIOS, get_num_frames
+from opensora.datasets.aspect import BUCKET_RESOLUTIONS, get_num_frames
 from opensora.datasets.bucket import MIN_PIXEL_FRACTION, BucketId
 from opensora.datasets.metadata import read_metadata
 from opensora.datasets.sampler import dataset_fingerprint
@@ -228,7 +228,7 @@ class VariableVideoTextDataset(_ClipDataset):
             raise TypeError(f"{type(self).__name__} takes (sample_index, BucketId) pairs from a bucket sampler, "
                             f"got {item!r}")  # fmt: skip
         index, bucket = int(item[0]), item[1]
-        size = ASPECT_RATIOS[bucket.resolution][1][bucket.ratio]
+        size = BUCKET_RESOLUTIONS[bucket.resolution][1][bucket.ratio]
         return self._fetch(index, bucket.num_frames, size, bucket)
 
     def _pool(self, bucket: BucketId | None) -> np.ndarray:
@@ -241,7 +241,7 @@ class VariableVideoTextDataset(_ClipDataset):
         frames, height, width = self._column("num_frames"), self._column("height"), self._column("width")
         if frames is None or height is None or width is None:
             return np.ones(len(self), bool)
-        pixels, table = ASPECT_RATIOS[bucket.resolution]
+        pixels, table = BUCKET_RESOLUTIONS[bucket.resolution]
         with np.errstate(divide="ignore", invalid="ignore"):  # a zero width is just a row that fits nothing
             fits = _closest_key(height / width, list(table)) == bucket.ratio
         fits &= height * width >= MIN_PIXEL_FRACTION * pixels

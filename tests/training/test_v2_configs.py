@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from opensora.config import load_config
+from opensora.datasets import Bucket
 from opensora.registry import MODELS, check_module_config
 from opensora.training.config import MMDiTTrainConfig
 from tests.training.helpers import ROOT
@@ -29,6 +30,8 @@ def test_config_loads_and_its_parts_build(name: str) -> None:
     for part in (cfg.model, cfg.vae, cfg.text_encoder):
         check_module_config(part, MODELS)
     assert cfg.dropout_ratio == {"t5": 0.31622777, "clip": 0.31622777}
+    if cfg.bucket_config is not None:  # the 2.0 bucket resolutions: 256px, 768px, 1024px
+        assert len(Bucket(cfg.bucket_config)) > 0
     if name != "tiny":
         assert (cfg.plugin, cfg.dtype, cfg.grad_checkpoint, cfg.grad_clip, cfg.warmup_steps) == ("zero2", "bf16", True,
                                                                                                   1.0, 0)  # fmt: skip

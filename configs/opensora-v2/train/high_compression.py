@@ -1,6 +1,8 @@
 # Open-Sora 2.0 with the Video DC-AE, the release's configs/diffusion/train/high_compression.py:
 # 768px videos of 16 to 128 frames (4k: the DC-AE is not causal) as 128-channel latents, 32x
-# smaller in space, fed to the MMDiT unpatched; text-to-video and first-frame conditioning.
+# smaller in space, fed to the MMDiT unpatched; text-to-video and first-frame conditioning. The
+# release sizes these buckets in multiples of 32 (ae_spatial_compression); here they are the 768px
+# buckets of the Hunyuan stages (multiples of 16), which the DC-AE pads to its 32-pixel grid.
 _base_ = ["image.py"]
 
 bucket_config = {
