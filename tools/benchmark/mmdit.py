@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+from collections.abc import Mapping
 
 import torch
 from timing import timed
@@ -33,13 +34,14 @@ def parse_overrides(text: str) -> dict:
     return sizes
 
 
-def make_inputs(latent: list[int], text_tokens: int, model: MMDiT, device, dtype) -> dict:
-    """Packed 2x2 tokens of a latent [B, C, T, H, W] with their (t, h, w) ids, plus text and cond."""
+def make_inputs(latent: list[int], text_tokens: int, cfg: Mapping, device, dtype) -> dict:
+    """Packed 2x2 tokens of a latent [B, C, T, H, W] with their (t, h, w) ids, plus text and cond,
+    for an MMDiT of config ``cfg`` (its constructor arguments, ``model.config``)."""
     B, C, T, H, W = latent
-    p = model.config["patch_size"]
+    p = cfg["patch_size"]
     h, w = H // p, W // p
     grid = torch.stack(torch.meshgrid(torch.arange(T), torch.arange(h), torch.arange(w), indexing="ij"), dim=-1)
-    N, cfg = T * h * w, model.config
+    N = T * h * w
     return dict(
         img=torch.randn(B, N, C * p * p, device=device, dtype=dtype),
         img_ids=grid.reshape(1, N, 3).expand(B, -1, -1).float().to(device),
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> dict:
     model = MMDiT(**config).to(device, dtype)
     model.set_attention_backend(args.attention)
     latent = [int(v) for v in args.latent.split(",")]
-    inputs = make_inputs(latent, args.text_tokens, model, device, dtype)
+    inputs = make_inputs(latent, args.text_tokens, model.config, device, dtype)
     tokens = inputs["img"].shape[0] * inputs["img"].shape[1]
 
     def forward():
