@@ -68,6 +68,15 @@ class ColossalEngine(Engine):
     def no_sync(self) -> contextlib.AbstractContextManager:
         raise ConfigError("gradient accumulation does not work with colossalai ZeRO-2; use plugin zero2")
 
+    def sharded_state(self) -> tuple[dict, dict]:
+        # LowLevelZero's shards are flat buffers, not DTensors: checkpoints hold rank 0's full state
+        return self.model_state_dict(), self.optimizer_state_dict()
+
+    def load_sharded_state(self, model_state: dict, optimizer_state: dict | None) -> None:
+        self.load_model_state_dict(model_state)
+        if optimizer_state is not None:
+            self.load_optimizer_state_dict(optimizer_state)
+
     def model_state_dict(self) -> dict[str, torch.Tensor]:
         module = self.model.unwrap()
         full = {k: v.detach().float().cpu() for k, v in module.state_dict().items()}

@@ -37,6 +37,7 @@ from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
+from opensora.acceleration.materialize import InitTape, init_tape, load_sharded, materialize
 from opensora.acceleration.parallel import ParallelDims
 from opensora.errors import ConfigError
 from opensora.models.checkpoint_io import parse_dtype
@@ -138,6 +139,17 @@ class Engine:
         state_dict = _snapshot(state_dict, torch.device("cpu"))
         set_optimizer_state_dict(self.model, self.optimizer, state_dict, options=self._options(loading=True))
 
+    def sharded_state(self) -> tuple[dict, dict]:
+        """(model, optimizer) state dicts of this rank's shards (whole tensors when unsharded), keyed like
+        the unwrapped model: what sharded checkpoints write, and the destinations they are read into."""
+        return get_model_state_dict(self.model), get_optimizer_state_dict(self.model, self.optimizer)
+
+    def load_sharded_state(self, model_state: dict, optimizer_state: dict | None) -> None:
+        """Adopt what a checkpoint read into :meth:`sharded_state`'s dicts (``None``: keep the optimizer)."""
+        set_model_state_dict(self.model, model_state)
+        if optimizer_state is not None:
+            set_optimizer_state_dict(self.model, self.optimizer, optimizer_state)
+
     def state_dict(self) -> dict:
         return {"scaler": self.scaler.state_dict() if self.scaler is not None else None}
 
@@ -195,8 +207,9 @@ def _broadcast_from_rank0(model: nn.Module) -> None:
 
 
 def _shard(model: nn.Module, dims: ParallelDims, plugin: str, precision: str) -> nn.Module:
-    _broadcast_from_rank0(model)
-    mesh = DeviceMesh.from_group(dist.group.WORLD, dims.device.type)
+    if init_tape(model) is None:
+        _broadcast_from_rank0(model)  # a model built on meta starts from the same values everywhere
+    mesh = dims.fsdp_mesh or DeviceMesh.from_group(dist.group.WORLD, dims.device.type)
     compute = parse_dtype(precision)
     # reductions stay fp32: summing many bf16 gradients loses the small ones
     policy = MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=torch.float32)
@@ -207,12 +220,25 @@ def _shard(model: nn.Module, dims: ParallelDims, plugin: str, precision: str) ->
 
 
 def _wrap(model: nn.Module, dims: ParallelDims, plugin: str, precision: str) -> nn.Module:
+    """Shard (FSDP2, before materialising: a meta model stays meta until its shards exist) or replicate."""
+    tape = init_tape(model)
     if plugin in FSDP_PLUGINS and dist.is_initialized():
-        return _shard(model, dims, plugin, precision)
+        model = _shard(model, dims, plugin, precision)
+        if tape is not None:
+            _materialize(model, dims.device, tape)
+        return model
+    if tape is not None:
+        _materialize(model, dims.device, tape)
     if plugin == "ddp" and dist.is_initialized():
         device_ids = [dims.device.index] if dims.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=device_ids)
     return model  # a single process without a process group: nothing to synchronise
+
+
+def _materialize(model: nn.Module, device: torch.device, tape: InitTape) -> None:
+    materialize(model, device, tape)
+    if tape.weights:
+        load_sharded(model, tape.weights)
 
 
 def enable_grad_checkpointing(model: nn.Module) -> None:
@@ -235,6 +261,9 @@ def build_engine(
 ) -> Engine:
     """Move ``model`` to ``dims.device`` in fp32, wrap it for ``plugin``, and build AdamW over its trainable weights.
 
+    A model from :func:`~opensora.acceleration.materialize.build_on_meta` is sharded first and then
+    materialised shard by shard (and its weights, if any, read shard by shard): no rank holds it whole.
+
     ``max_norm`` is the clip threshold ``clip_and_step`` will be given: only colossalai needs it up front."""
     _check_choices(plugin, precision, dims)
     optim_args = dict(lr=lr, weight_decay=weight_decay, eps=eps, betas=betas)
@@ -244,7 +273,9 @@ def build_engine(
         return build_colossal_engine(model, dims, precision, grad_checkpoint, max_norm, **optim_args)
     if grad_checkpoint:
         enable_grad_checkpointing(model)
-    model = _wrap(model.to(dims.device, torch.float32), dims, plugin, precision)
+    if init_tape(model) is None:
+        model = model.to(dims.device, torch.float32)
+    model = _wrap(model, dims, plugin, precision)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], **optim_args)
     scaler = torch.amp.GradScaler(dims.device.type) if precision == "fp16" else None
     return Engine(model, optimizer, dims, plugin, precision, scaler)

@@ -5,6 +5,12 @@ form one sequence-parallel group (they share a node when ``sp_size`` divides the
 their all-to-alls stay on the fast links) and see the same samples; ranks with the same position
 inside their SP group form one data-parallel group. ``dp_rank``/``dp_size`` are what a sampler
 uses to split the data.
+
+The same layout is one named :class:`~torch.distributed.device_mesh.DeviceMesh` of shape
+``(dp_replicate, dp_shard, sp)``: ``dp_replicate`` > 1 is HSDP (whole model replicas, e.g. one per
+node, each sharded over its ``dp_shard * sp`` ranks; gradients are reduce-scattered inside a replica
+and all-reduced across replicas). FSDP shards over ``dp_shard`` and ``sp`` together: SP ranks hold
+the same samples and their local gradients average to the true one, so they can share the shards.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch.distributed import ProcessGroup
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
 from opensora.errors import ConfigError
 
@@ -34,6 +41,10 @@ class ParallelDims:
     backend: str
     dp_group: ProcessGroup | None = None  # None when world_size == 1
     sp_group: ProcessGroup | None = None  # None when sp_size == 1
+    dp_replicate: int = 1  # HSDP replicas (1: plain FSDP over every rank)
+    mesh: DeviceMesh | None = None  # dims ("dp_replicate", "dp_shard", "sp"); None without a process group
+    # what FSDP2 shards over: 1-D ("fsdp",) of every rank, or 2-D ("dp_replicate", "fsdp") for HSDP
+    fsdp_mesh: DeviceMesh | None = None
 
     @property
     def dp_size(self) -> int:
@@ -57,6 +68,26 @@ def _check_sp_size(sp_size: int, world_size: int) -> None:
         raise ConfigError(f"sp_size={sp_size} must be a positive divisor of the world size {world_size}")
 
 
+def _fsdp_mesh(mesh: DeviceMesh, dp_replicate: int) -> DeviceMesh:
+    shard = mesh["dp_shard", "sp"]._flatten("fsdp")
+    return shard if dp_replicate == 1 else mesh["dp_replicate", "fsdp"]
+
+
+def _check_dp_replicate(dp_replicate: int, world_size: int, sp_size: int) -> None:
+    dp_size = world_size // sp_size
+    if dp_replicate < 1 or dp_size % dp_replicate != 0:
+        raise ConfigError(
+            f"dp_replicate={dp_replicate} must be a positive divisor of the data-parallel size {dp_size} "
+            f"(world size {world_size} / sp_size {sp_size})"
+        )
+
+
+def build_mesh(world_size: int, sp_size: int, dp_replicate: int, device_type: str) -> DeviceMesh:
+    """The named mesh ``(dp_replicate, dp_shard, sp)`` of the rank layout (collective: every rank calls it)."""
+    shape = (dp_replicate, world_size // sp_size // dp_replicate, sp_size)
+    return init_device_mesh(device_type, shape, mesh_dim_names=("dp_replicate", "dp_shard", "sp"))
+
+
 def _pick_device(device: str | None, local_rank: int) -> torch.device:
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -67,22 +98,9 @@ def _pick_device(device: str | None, local_rank: int) -> torch.device:
     return picked
 
 
-def _build_groups(world_size: int, rank: int, sp_size: int) -> tuple[ProcessGroup, ProcessGroup | None]:
-    # new_group is collective: every rank creates every group, in the same order
-    dp_group = sp_group = None
-    for first in range(sp_size):
-        group = dist.new_group(list(range(first, world_size, sp_size)))
-        if rank % sp_size == first:
-            dp_group = group
-    if sp_size > 1:
-        for start in range(0, world_size, sp_size):
-            group = dist.new_group(list(range(start, start + sp_size)))
-            if start <= rank < start + sp_size:
-                sp_group = group
-    return dp_group, sp_group
-
-
-def init_distributed(sp_size: int = 1, backend: str | None = None, device: str | None = None) -> ParallelDims:
+def init_distributed(
+    sp_size: int = 1, backend: str | None = None, device: str | None = None, dp_replicate: int = 1
+) -> ParallelDims:
     """Join the job torchrun started (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT in the environment).
 
     Without that environment this is a single process and no process group is created.
@@ -90,10 +108,12 @@ def init_distributed(sp_size: int = 1, backend: str | None = None, device: str |
     """
     if not all(key in os.environ for key in TORCHRUN_ENV):
         _check_sp_size(sp_size, 1)
+        _check_dp_replicate(dp_replicate, 1, sp_size)
         return ParallelDims(1, 0, 0, sp_size, _pick_device(device, 0), "none")
     world_size, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
     local_rank = int(os.environ["LOCAL_RANK"])
     _check_sp_size(sp_size, world_size)
+    _check_dp_replicate(dp_replicate, world_size, sp_size)
     picked = _pick_device(device, local_rank)
     backend = backend or ("nccl" if picked.type == "cuda" else "gloo")
     if backend not in BACKENDS:
@@ -104,8 +124,14 @@ def init_distributed(sp_size: int = 1, backend: str | None = None, device: str |
         # binding NCCL to its device up front lets it create communicators eagerly
         device_id = picked if backend == "nccl" else None
         dist.init_process_group(backend, rank=rank, world_size=world_size, device_id=device_id)
-    dp_group, sp_group = _build_groups(world_size, rank, sp_size) if world_size > 1 else (None, None)
-    return ParallelDims(world_size, rank, local_rank, sp_size, picked, backend, dp_group, sp_group)
+    if world_size == 1:
+        return ParallelDims(world_size, rank, local_rank, sp_size, picked, backend)
+    mesh = build_mesh(world_size, sp_size, dp_replicate, picked.type)
+    dp_group = mesh["dp_replicate", "dp_shard"]._flatten("dp").get_group()
+    sp_group = mesh["sp"].get_group() if sp_size > 1 else None
+    fsdp = _fsdp_mesh(mesh, dp_replicate)
+    return ParallelDims(world_size, rank, local_rank, sp_size, picked, backend, dp_group, sp_group, dp_replicate,
+                        mesh, fsdp)  # fmt: skip
 
 
 def destroy_distributed(dims: ParallelDims) -> None:

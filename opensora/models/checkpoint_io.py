@@ -16,6 +16,7 @@ import os
 import pickle
 import re
 import uuid
+import warnings
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -96,6 +97,8 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     prefixes are removed. Both formats are memory-mapped where possible.
     """
     path = Path(path)
+    if is_dcp_folder(path):
+        return _dcp_shapes(path)
     if not path.is_file():
         raise CheckpointError(f"cannot read checkpoint '{path}': no such file")
     if path.suffix == ".safetensors":
@@ -161,6 +164,45 @@ def _unwrap_nesting(obj: object, path: Path) -> dict[str, torch.Tensor]:
 # --------------------------------------------------------------------------- reading file by file
 
 
+DCP_ENTRY = "model"  # the entry of a sharded training checkpoint's state that holds the weights
+
+
+def is_dcp_folder(path: Path) -> bool:
+    """A torch.distributed.checkpoint folder (a training checkpoint's ``state/``)."""
+    return path.is_dir() and (path / ".metadata").is_file()
+
+
+def read_dcp_entries(folder: str | os.PathLike, names: Iterable[str]) -> dict[str, Any]:
+    """Entries ``names`` of a torch.distributed.checkpoint folder, whole, on the CPU, in one process."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.format_utils import _EmptyStateDictLoadPlanner
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+
+    states: dict[str, Any] = {}
+    try:
+        planner = _EmptyStateDictLoadPlanner(keys=set(names))
+        # dcp.load fills only the keys it is given; the private loader lets the planner add them all
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process")
+            _load_state_dict(states, storage_reader=dcp.FileSystemReader(folder), planner=planner, no_dist=True)
+    except Exception as exc:  # a corrupt or foreign folder: one line naming it
+        raise CheckpointError(f"cannot read checkpoint state '{folder}': {error_reason(exc)}") from exc
+    return states
+
+
+def _dcp_shapes(folder: Path) -> dict[str, torch.Size]:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    try:
+        metadata = dcp.FileSystemReader(folder).read_metadata()
+    except Exception as exc:
+        raise CheckpointError(f"cannot read checkpoint state '{folder}': {error_reason(exc)}") from exc
+    prefix = DCP_ENTRY + "."
+    return {key[len(prefix) :]: item.size for key, item in metadata.state_dict_metadata.items()
+            if key.startswith(prefix) and isinstance(item, TensorStorageMetadata)}  # fmt: skip
+
+
 def read_shapes(path: str | os.PathLike) -> dict[str, torch.Size]:
     """Key -> shape of every tensor of a weights file, without reading tensor data.
 
@@ -169,6 +211,8 @@ def read_shapes(path: str | os.PathLike) -> dict[str, torch.Size]:
     does; keys are not yet cleaned (:func:`model_names`).
     """
     path = Path(path)
+    if is_dcp_folder(path):
+        return _dcp_shapes(path)
     if not path.is_file():
         raise CheckpointError(f"cannot read checkpoint '{path}': no such file")
     if path.suffix != ".safetensors":
@@ -188,6 +232,11 @@ def iter_tensors(path: str | os.PathLike, keys: Iterable[str]) -> Iterator[tuple
     iteration ends (exhaust the generator or close it).
     """
     path = Path(path)
+    if is_dcp_folder(path):
+        tensors = read_dcp_entries(path, [DCP_ENTRY])[DCP_ENTRY]
+        for key in keys:
+            yield key, tensors.pop(key)
+        return
     if path.suffix != ".safetensors":
         tensors = _unwrap_nesting(_torch_load(path), path)
         for key in keys:

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from opensora.acceleration.engine import Engine, build_engine
+from opensora.acceleration.materialize import build_on_meta
 from opensora.acceleration.parallel import ParallelDims, all_reduce_mean, destroy_distributed, init_distributed
 from opensora.datasets import (
     Assignment,
@@ -45,12 +46,13 @@ from opensora.datasets import (
     format_bucket_table,
 )
 from opensora.errors import ConfigError, OpenSoraError
+from opensora.models.hub import resolve_checkpoint
 from opensora.registry import DATASETS, MODELS, build_module
 from opensora.training.checkpoint import (
     CheckpointManager,
     broadcast_object,
-    broadcast_tensors,
     gather_objects,
+    load_sharded_entries,
     read_on_main,
     rng_state,
     set_rng_state,
@@ -107,7 +109,7 @@ class StepOutput:
 def run(cfg: BaseTrainConfig, trainer_cls: type[BaseTrainer]) -> TrainResult:
     """Run ``cfg`` to the end (``epochs`` or ``max_steps``); the process group is torn down afterwards."""
     with determinism(cfg.deterministic):
-        dims = init_distributed(cfg.sp_size, device=cfg.device)
+        dims = init_distributed(cfg.sp_size, device=cfg.device, dp_replicate=cfg.dp_replicate)
         try:
             trainer = trainer_cls(cfg, dims)
             try:
@@ -181,10 +183,17 @@ class BaseTrainer:
     def build_trained_model(self, model_cfg: dict) -> nn.Module:
         """The trained model of ``model_cfg`` (a registry dict, maybe with ``from_pretrained``), in training mode.
 
-        Subclasses call this for the model they train (frozen encoders are built as usual), so the
-        engine decides where and how its weights come into being.
+        Subclasses call this for the model they train (frozen encoders are built as usual). It is
+        built on the meta device and the engine materialises it (shard by shard under FSDP):
+        initialised from ``cfg.seed`` alike for any world size, then ``from_pretrained`` read the
+        same way, its architecture being the config's. ColossalAI gets a model built as usual.
         """
-        return build_module(model_cfg, MODELS).train()  # from_pretrained returns eval mode
+        if self.cfg.plugin == "colossalai":
+            return build_module(model_cfg, MODELS).train()  # from_pretrained returns eval mode
+        pretrained = model_cfg.get("from_pretrained")
+        weights = resolve_checkpoint(pretrained, None, None).weights if pretrained else None
+        arch = {key: value for key, value in model_cfg.items() if key != "from_pretrained"}
+        return build_on_meta(lambda: build_module(arch, MODELS), self.cfg.seed, weights).train()
 
     def build_extra(self) -> None:
         """Called once the model's engine exists: build further engines and add them to ``self.engines``."""
@@ -206,7 +215,7 @@ class BaseTrainer:
         self.ema = EMA(self.engine.model)
         self.lr_schedule = WarmupConstantLR(self.engine.optimizer, cfg.warmup_steps)
         self.build_extra()
-        self.checkpoints = CheckpointManager(cfg.outputs, cfg.keep_last, is_main=dims.is_main)
+        self.checkpoints = CheckpointManager(cfg.outputs, cfg.keep_last, dims.is_main, cfg.async_checkpoint)
         self.state = RunState()
         self.timer = PhaseTimer(sync=cfg.record_time)
         self.last_checkpoint: Path | None = None
@@ -369,43 +378,60 @@ class BaseTrainer:
 
     # ---- checkpoints ------------------------------------------------------------------------------
     def save(self) -> Path:
-        """Write a checkpoint (every rank calls this: the states are gathered to rank 0)."""
+        """Write a checkpoint (every rank calls this: each writes its own shards; asynchronous with
+        ``async_checkpoint``, in which case the folder appears once the background write is done)."""
         states: dict[str, Any] = {}
+        sharded = []
         for prefix, engine in self.engines.items():
             weights, optimizer, scaler = engine_entries(prefix)
-            states[weights] = engine.model_state_dict()
-            states[optimizer] = engine.optimizer_state_dict()
+            states[weights], states[optimizer] = engine.sharded_state()
             states[scaler] = engine.state_dict()
+            sharded += [weights, optimizer]
         states.update(
-            ema=self.ema.state_dict(),
+            ema=self.ema.shadow,
             lr_schedule=self.lr_schedule.state_dict(),
             sampler=self.loader.state_dict(),
             trainer=self.state.state_dict(),
             model_config=self.model_config,
             rng={"per_rank": gather_objects(rng_state())},
         )
-        self.last_checkpoint = self.checkpoints.save(self.state.step, states, self.state.epoch)
+        with self.timer("checkpoint"):
+            self.last_checkpoint = self.checkpoints.save(self.state.step, states, self.state.epoch, sharded + ["ema"])
         if self.bad_steps == 0:
             self.good_checkpoint = self.last_checkpoint
         self._saved_step = self.state.step
-        self.log.info(f"saved checkpoint {self.last_checkpoint}")
+        self.log.info(f"{'saving' if self.cfg.async_checkpoint else 'saved'} checkpoint {self.last_checkpoint}")
         return self.last_checkpoint
 
     def resume(self, path: str) -> None:
-        """Restore a checkpoint; with ``start_from_scratch`` only the weights, EMA and optimizers."""
-        names = [name for prefix in self.engines for name in engine_entries(prefix)] + list(STATE_ENTRIES)
-        checkpoint, states = read_on_main(path, names)
+        """Restore a checkpoint; with ``start_from_scratch`` only the weights, EMA and optimizers.
+
+        The shards are read by every rank (any world size); the small entries on rank 0, then broadcast.
+        A checkpoint holding weights only (tools/convert_checkpoint.py from safetensors) starts over.
+        """
+        checkpoint, states = read_on_main(path, list(STATE_ENTRIES[1:]) + [engine_entries(p)[2] for p in self.engines])
+        _, stored = CheckpointManager.entries(checkpoint)
+        targets: dict[str, Any] = {}
         for prefix, engine in self.engines.items():
             weights, optimizer, _ = engine_entries(prefix)
-            engine.load_model_state_dict(states.pop(weights, {}))
-            engine.load_optimizer_state_dict(states.pop(optimizer, {}))
-        self.ema.load_state_dict(broadcast_tensors(states.pop("ema", {}), self.ema.shadow, self.dims.device))
+            targets[weights], optimizer_state = engine.sharded_state()
+            if optimizer in stored:
+                targets[optimizer] = optimizer_state
+        if "ema" in stored:
+            targets["ema"] = self.ema.shadow  # read in place, shard by shard
+        load_sharded_entries(checkpoint, targets)
+        for prefix, engine in self.engines.items():
+            weights, optimizer, _ = engine_entries(prefix)
+            engine.load_sharded_state(targets[weights], targets.get(optimizer))
+        if "ema" not in stored:
+            self.ema = EMA(self.engine.model)
         small = broadcast_object(states)  # everything but the big tensors, read on rank 0
         for prefix, engine in self.engines.items():
-            engine.load_state_dict(small[engine_entries(prefix)[2]])
+            if engine_entries(prefix)[2] in small:
+                engine.load_state_dict(small[engine_entries(prefix)[2]])
         self.last_checkpoint = self.good_checkpoint = checkpoint
-        if self.cfg.start_from_scratch:
-            self.lr_schedule.load_state_dict({"last_step": 0})  # the loaded optimizer brought its old lr
+        if self.cfg.start_from_scratch or "trainer" not in small:
+            self.lr_schedule.load_state_dict({"last_step": 0})  # a loaded optimizer brought its old lr
             self.log.info(f"loaded the weights, EMA and optimizer of {checkpoint}; steps and data start over")
             return
         self.lr_schedule.load_state_dict(small["lr_schedule"])
@@ -423,7 +449,10 @@ class BaseTrainer:
         self.log.info(f"resumed from {checkpoint} at step {self.state.step}, epoch {self.state.epoch}")
 
     def close(self) -> None:
-        self.log.close()
+        try:
+            self.checkpoints.wait()  # an asynchronous save in flight is finished, not abandoned
+        finally:
+            self.log.close()
         # a DDP engine freed after the process group is destroyed can deadlock gloo's threads
         self.engine = None
         self.engines = {}

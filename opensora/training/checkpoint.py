@@ -1,13 +1,19 @@
 """Training checkpoints: one folder per save, trusted only once its ``COMPLETE`` marker exists.
 
-A save writes every entry of ``states`` ({name: state dict}) into ``<dir>/tmp-<step>-<uuid>/`` --
-tensors-only entries as safetensors, JSON-able ones as JSON, the rest with ``torch.save`` -- fsyncs
-each file, writes the marker (which lists the files) last, and renames the folder to
-``epoch{e}-global_step{s}``. A run killed mid-save leaves a ``tmp-*`` folder that is never listed
-or loaded (and is deleted by the next save), so the previous checkpoint stays the latest.
+A save writes ``states`` ({entry name: state}) into ``<dir>/tmp-<step>-<uuid>/``. The big, sharded
+entries (model, optimizer and EMA of every engine) go through torch.distributed.checkpoint into
+``state/``: every rank writes its own shards, nothing is gathered, and any world size or parallel
+layout reads them back (DCP reshards on load). The small entries (lr schedule, sampler, step, every
+rank's RNG state, the model config) are rank 0's, written as JSON where they round-trip and with
+``torch.save`` otherwise. Every file is fsynced; the marker (which lists the entries) comes last,
+then the folder is renamed to ``epoch{e}-global_step{s}``. A run killed mid-save leaves a ``tmp-*``
+folder that is never listed or loaded (and is deleted by the next save), so the previous
+checkpoint stays the latest.
 
-With several ranks the states are gathered to rank 0 beforehand (by the engine); only rank 0
-writes, and every rank waits at a barrier until the folder is in place.
+An asynchronous save returns once the shards are staged (copied to CPU memory): the write, the
+marker and the rename happen in the background while training goes on, and the next save (or
+:meth:`CheckpointManager.wait`) waits for it. The background write uses a process group of its
+own, so its collectives never interleave with training's.
 """
 
 from __future__ import annotations
@@ -17,20 +23,23 @@ import os
 import random
 import re
 import shutil
+import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
 
 from opensora.errors import CheckpointError
-from opensora.models.checkpoint_io import error_reason, save_state_dict_atomic
+from opensora.models.checkpoint_io import error_reason, read_dcp_entries, save_state_dict_atomic
 
 COMPLETE = "COMPLETE"
+SHARDED = "state"  # the DCP folder inside a checkpoint
 _NAME = re.compile(r"^epoch(\d+)-global_step(\d+)$")
 
 
@@ -46,15 +55,24 @@ class CheckpointManager:
     """Saves, lists, loads and prunes the checkpoints in ``directory``.
 
     ``keep_last``: how many complete checkpoints to keep (None keeps all). ``is_main``: whether this
-    rank writes; with a process group every rank must call :meth:`save` (it ends with a barrier).
+    rank writes the small entries, the marker and the rename; with a process group every rank must
+    call :meth:`save` and :meth:`wait`. ``async_save``: return from a save once the shards are staged.
     """
 
-    def __init__(self, directory: str | os.PathLike, keep_last: int | None = None, is_main: bool = True) -> None:
+    def __init__(
+        self, directory: str | os.PathLike, keep_last: int | None = None, is_main: bool = True,
+        async_save: bool = False,
+    ) -> None:  # fmt: skip
         if keep_last is not None and keep_last < 1:
             raise ValueError(f"keep_last must be >= 1 or None, got {keep_last}")
         self.directory = Path(directory)
         self.keep_last = keep_last
         self.is_main = is_main
+        self.async_save = async_save
+        # the background writes' own collectives; gloo, as DCP's metadata exchange is CPU objects
+        self._group = dist.new_group(backend="gloo") if _distributed() else None
+        self._pending: threading.Thread | None = None
+        self._error: BaseException | None = None
 
     # ---- listing ------------------------------------------------------------------------------
     def checkpoints(self) -> list[Path]:
@@ -73,22 +91,67 @@ class CheckpointManager:
         return found[-1] if found else None
 
     # ---- saving -------------------------------------------------------------------------------
-    def save(self, step: int, states: Mapping[str, Any], epoch: int = 0) -> Path:
-        """Write ``states`` as checkpoint ``epoch{epoch}-global_step{step}``; returns its path on every rank."""
+    def save(self, step: int, states: Mapping[str, Any], epoch: int = 0, sharded: Collection[str] = ()) -> Path:
+        """Write ``states`` as checkpoint ``epoch{epoch}-global_step{step}``; returns its path on every rank.
+
+        ``sharded``: the entries every rank passes its own shards of (model, optimizer, EMA: plain
+        tensors or DTensors); the others are rank 0's. Asynchronous saves return before the folder
+        is in place; :meth:`wait` waits for it.
+        """
+        self.wait()
         target = self.directory / checkpoint_name(epoch, step)
+        staging = None
         if self.is_main:
             self.directory.mkdir(parents=True, exist_ok=True)
             staging = self.directory / f"tmp-{step}-{uuid.uuid4().hex[:8]}"
             staging.mkdir()
-            files = {name: _write_entry(staging, name, state) for name, state in states.items()}
-            marker = {"step": step, "epoch": epoch, "files": files, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
-            _write_synced(staging / COMPLETE, json.dumps(marker, indent=1).encode())
-            _fsync_dir(staging)
-            _replace_dir(staging, target)
-            _fsync_dir(self.directory)
-            self.prune()
-        _barrier()
+        staging = Path(broadcast_object(staging))
+        small = {name: state for name, state in states.items() if name not in sharded}
+        files = {name: _write_entry(staging, name, state) for name, state in small.items()} if self.is_main else {}
+        big = {name: states[name] for name in sharded}
+        marker = {"step": step, "epoch": epoch, "files": files, "sharded": sorted(big)}
+        writer = dict(checkpoint_id=staging / SHARDED, process_group=self._group, no_dist=self._group is None)
+        if not self.async_save:
+            if big:
+                dcp.save(big, **writer)
+            self._finish(staging, target, marker)
+            _barrier()
+            return target
+        future = dcp.async_save(big, **writer) if big else None  # returns once the shards are staged
+        self._pending = threading.Thread(target=self._finish_after, args=(future, staging, target, marker),
+                                         name="checkpoint-writer", daemon=True)  # fmt: skip
+        self._pending.start()
         return target
+
+    def wait(self) -> None:
+        """Block until the last asynchronous save is complete (its folder in place); raise its error."""
+        if self._pending is not None:
+            self._pending.join()
+            self._pending = None
+            _barrier()  # every rank sees the renamed folder from here on
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise CheckpointError(f"writing a checkpoint failed: {error_reason(error)}") from error
+
+    def _finish_after(self, future: Any, staging: Path, target: Path, marker: dict) -> None:
+        try:
+            if future is not None:
+                future.result()  # this rank's shards written; on rank 0 also everyone's metadata
+            self._finish(staging, target, marker)
+        except BaseException as exc:  # raised in the training thread by the next wait()
+            self._error = exc
+
+    def _finish(self, staging: Path, target: Path, marker: dict) -> None:
+        if not self.is_main:
+            return
+        marker = {**marker, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+        if (staging / SHARDED).is_dir():
+            _fsync_tree(staging / SHARDED)
+        _write_synced(staging / COMPLETE, json.dumps(marker, indent=1).encode())
+        _fsync_dir(staging)
+        _replace_dir(staging, target)
+        _fsync_dir(self.directory)
+        self.prune()
 
     def prune(self) -> None:
         """Delete all but the last ``keep_last`` complete checkpoints, and unfinished ``tmp-*`` folders."""
@@ -112,21 +175,56 @@ class CheckpointManager:
         return latest
 
     @staticmethod
-    def load(path: str | os.PathLike, names: list[str] | None = None) -> dict[str, Any]:
-        """{entry name: state} of a complete checkpoint (only ``names`` if given), tensors on the CPU."""
+    def entries(path: str | os.PathLike) -> tuple[dict[str, str], list[str]]:
+        """(small entries {name: file}, sharded entry names) of a complete checkpoint."""
         path = Path(path)
         if not is_complete(path):
             raise CheckpointError(f"cannot load '{path}': no {COMPLETE} marker (an unfinished or foreign folder)")
-        files = json.loads((path / COMPLETE).read_text())["files"]
-        missing = [name for name in names or [] if name not in files]
+        marker = json.loads((path / COMPLETE).read_text())
+        return marker["files"], marker.get("sharded", [])
+
+    @staticmethod
+    def load(path: str | os.PathLike, names: list[str] | None = None) -> dict[str, Any]:
+        """{entry name: state} of a complete checkpoint (only ``names`` if given), in one process.
+
+        Sharded entries come back whole (full tensors on the CPU): for tools and tests, not for
+        resuming an 11B model (see :func:`load_sharded_entries`).
+        """
+        path = Path(path)
+        files, sharded = CheckpointManager.entries(path)
+        missing = [name for name in names or [] if name not in files and name not in sharded]
         if missing:
-            raise CheckpointError(f"checkpoint '{path}' has no {', '.join(missing)} (it holds {', '.join(files)})")
-        return {name: _read_entry(path / file) for name, file in files.items() if names is None or name in names}
+            held = ", ".join([*files, *sharded])
+            raise CheckpointError(f"checkpoint '{path}' has no {', '.join(missing)} (it holds {held})")
+        wanted = [name for name in sharded if names is None or name in names]
+        states = read_dcp_entries(path / SHARDED, wanted) if wanted else {}
+        for name, file in files.items():
+            if names is None or name in names:
+                states[name] = _read_entry(path / file)
+        return states
 
     @staticmethod
     def info(path: str | os.PathLike) -> dict[str, Any]:
-        """The marker of a complete checkpoint: step, epoch, files, time."""
+        """The marker of a complete checkpoint: step, epoch, files, sharded entries, time."""
         return json.loads((Path(path) / COMPLETE).read_text())
+
+
+def load_sharded_entries(path: str | os.PathLike, states: dict[str, Any]) -> None:
+    """Read the sharded entries of checkpoint ``path`` into ``states`` in place (every rank calls it).
+
+    ``states`` holds each wanted entry's destination: this rank's shards (DTensors) or whole
+    tensors; DCP reads whatever parts of the stored shards overlap them, so the world size and
+    layout that wrote the checkpoint do not matter.
+    """
+    path = Path(path)
+    _, sharded = CheckpointManager.entries(path)
+    missing = [name for name in states if name not in sharded]
+    if missing:
+        raise CheckpointError(f"checkpoint '{path}' has no {', '.join(missing)} (sharded: {', '.join(sharded)})")
+    try:
+        dcp.load(states, checkpoint_id=path / SHARDED, no_dist=not _distributed())
+    except Exception as exc:  # a corrupt or foreign shard: one line naming the checkpoint
+        raise CheckpointError(f"cannot read the sharded state of '{path}': {error_reason(exc)}") from exc
 
 
 # ---- entries ------------------------------------------------------------------------------------
@@ -169,6 +267,15 @@ def _write_synced(path: Path, data: bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def _fsync_tree(folder: Path) -> None:
+    # DCP writes its files without fsync; they must be durable before the marker says they are there
+    for path in folder.iterdir():
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    _fsync_dir(folder)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -250,25 +357,8 @@ def gather_objects(obj: Any) -> list[Any]:
     return gathered
 
 
-def broadcast_tensors(
-    tensors: Mapping[str, torch.Tensor], like: Mapping[str, torch.Tensor], device: torch.device
-) -> dict[str, torch.Tensor]:
-    """Rank 0's full fp32 ``tensors`` on every rank; ``like`` tells every rank the names and (global) shapes."""
-    if not _distributed():
-        return dict(tensors)
-    result = {}
-    for name, template in like.items():
-        if dist.get_rank() == 0:
-            tensor = tensors[name].to(device, torch.float32).contiguous()
-        else:
-            tensor = torch.empty(template.shape, dtype=torch.float32, device=device)
-        dist.broadcast(tensor, src=0)
-        result[name] = tensor
-    return result
-
-
 def read_on_main(path: str | os.PathLike, names: list[str]) -> tuple[Path, dict[str, Any]]:
-    """Rank 0 finds and reads entries ``names`` of a checkpoint (other ranks get ``{}``).
+    """Rank 0 finds and reads the small entries ``names`` of a checkpoint that it holds (other ranks get ``{}``).
 
     A failure there is raised on every rank, so none waits forever in a later collective.
     """
@@ -276,7 +366,8 @@ def read_on_main(path: str | os.PathLike, names: list[str]) -> tuple[Path, dict[
     if not _distributed() or dist.get_rank() == 0:
         try:
             checkpoint = CheckpointManager.find(path)
-            states = CheckpointManager.load(checkpoint, names)
+            files, _ = CheckpointManager.entries(checkpoint)
+            states = CheckpointManager.load(checkpoint, [name for name in names if name in files])
         except CheckpointError as exc:
             error = str(exc)
     checkpoint, error = broadcast_object((checkpoint, error))

@@ -47,6 +47,7 @@ class BaseTrainConfig:
     # ---- parallelism and precision -------------------------------------------------------------
     plugin: Plugin = "zero2"
     sp_size: int = 1
+    dp_replicate: int = 1  # > 1: HSDP, this many model replicas, each sharded over world / dp_replicate ranks
     dtype: Precision = "bf16"
     grad_checkpoint: bool = False
     device: str | None = None  # default: cuda:LOCAL_RANK when CUDA exists, else cpu
@@ -70,6 +71,7 @@ class BaseTrainConfig:
     start_from_scratch: bool = False  # with load: keep the weights and optimizer, restart steps and data
     ckpt_every: int = 1000  # 0: only at the end
     keep_last: int | None = None  # complete checkpoints to keep; None keeps all
+    async_checkpoint: bool = False  # training goes on while a checkpoint is written (staged in CPU memory)
     log_every: int = 10
     wandb: bool = False
     wandb_project: str = "opensora"
@@ -88,7 +90,8 @@ class BaseTrainConfig:
     })  # fmt: skip
 
     def __post_init__(self) -> None:
-        positive = {"sp_size": self.sp_size, "accumulation_steps": self.accumulation_steps, "epochs": self.epochs,
+        positive = {"sp_size": self.sp_size, "dp_replicate": self.dp_replicate,
+                    "accumulation_steps": self.accumulation_steps, "epochs": self.epochs,
                     "log_every": self.log_every, "max_bad_steps": self.max_bad_steps}  # fmt: skip
         for key, value in positive.items():
             if value < 1:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from opensora.datasets import Bucket, FeatureDataset, write_feature_shards
 from opensora.errors import OpenSoraError
@@ -41,8 +40,8 @@ def test_loss_falls_and_the_ema_exports_for_inference(features_dir: Path, tmp_pa
 
     exported = export_tool().main([str(tmp_path / "run"), str(tmp_path / "exported")])  # the latest checkpoint
     model = STDiT3.from_pretrained(exported)
-    ema = load_file(result.checkpoint / "ema.safetensors")
-    raw = load_file(result.checkpoint / "model.safetensors")
+    saved = CheckpointManager.load(result.checkpoint, ["ema", "model"])
+    ema, raw = saved["ema"], saved["model"]
     state = model.state_dict()
     assert state.keys() == raw.keys()
     assert all(torch.equal(state[name], ema[name]) for name in ema)
@@ -99,7 +98,7 @@ def test_non_finite_losses_stop_naming_the_last_good_checkpoint(
     with pytest.raises(OpenSoraError, match="3 consecutive steps") as info:
         train(cfg)
     assert str(tmp_path / "run" / "epoch0-global_step2") in str(info.value)
-    weights = load_file(tmp_path / "run" / "epoch0-global_step2" / "model.safetensors")
+    weights = CheckpointManager.load(tmp_path / "run" / "epoch0-global_step2", ["model"])["model"]
     assert all(torch.isfinite(w).all() for w in weights.values())
 
 

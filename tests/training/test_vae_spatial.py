@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from opensora.config import load_config
+from opensora.training.checkpoint import CheckpointManager
 from opensora.training.config import VAETrainConfig
 from opensora.training.vae_trainer import train_vae
 from tests.training.helpers import ROOT, write_clips
@@ -33,7 +33,7 @@ def test_spatial_vae_alone_learns_and_seeds_a_pipeline(clips_csv: Path, tmp_path
     result = train_vae(load_config(TINY, VAETrainConfig, flags, options))
     rec = [logged_steps(tmp_path / "run")[step]["rec_loss"] for step in range(1, 26)]
     assert sum(rec[-5:]) / 5 < 0.6 * sum(rec[:3]) / 3, rec
-    weights = load_file(result.checkpoint / "model.safetensors")
+    weights = CheckpointManager.load(result.checkpoint, ["model"])["model"]
     assert any(name.startswith("module.decoder.conv_out") for name in weights)
     with pytest.raises(Exception, match="VAE training needs one of .*; got HashTextEncoder"):
         train_vae(load_config(TINY, VAETrainConfig, flags, [*options, "model={'type': 'hash'}"]))
@@ -59,7 +59,8 @@ def test_freeze_encoder_trains_the_decoder_only(clips_csv: Path, tmp_path: Path)
                "mixed_strategy=None", "lr=0.003", "freeze_encoder=True", f"model={SPATIAL!r}"]  # fmt: skip
     flags = {"dataset.data_path": str(clips_csv), "outputs": str(tmp_path / "run")}
     train_vae(load_config(TINY, VAETrainConfig, flags, options))
-    first, last = (load_file(next((tmp_path / "run").glob(f"*step{s}")) / "model.safetensors") for s in (1, 3))
+    saved = (next((tmp_path / "run").glob(f"*step{s}")) for s in (1, 3))
+    first, last = (CheckpointManager.load(path, ["model"])["model"] for path in saved)
     encoder = [n for n in first if n.startswith(("module.encoder.", "module.quant_conv."))]
     decoder = [n for n in first if n.startswith(("module.decoder.", "module.post_quant_conv."))]
     assert encoder and decoder
