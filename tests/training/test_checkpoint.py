@@ -88,3 +88,24 @@ def test_rng_states_round_trip_through_a_checkpoint(tmp_path: Path) -> None:
     random.seed(9), np.random.seed(9), torch.manual_seed(9)
     set_rng_state(CheckpointManager.load(path)["rng"])
     assert (random.random(), np.random.rand()) == expected[:2] and torch.equal(torch.rand(2), expected[2])
+
+
+def test_sharded_entries_round_trip_and_an_async_save_appears_after_wait(tmp_path: Path) -> None:
+    model = torch.nn.Linear(3, 2)
+    manager = CheckpointManager(tmp_path, keep_last=1, async_save=True)
+    first = manager.save(1, {"model": model.state_dict(), "trainer": {"step": 1}}, sharded=["model"])
+    manager.wait()
+    with torch.no_grad():
+        model.weight.fill_(5.0)
+    second = manager.save(2, {"model": model.state_dict(), "trainer": {"step": 2}}, sharded=["model"])
+    with torch.no_grad():
+        model.weight.fill_(9.0)  # after staging: the checkpoint keeps the values of the save call
+    manager.wait()
+    assert manager.checkpoints() == [second] and not first.exists()  # keep_last=1
+    assert CheckpointManager.info(second)["sharded"] == ["model"]
+    loaded = CheckpointManager.load(second)
+    assert torch.equal(loaded["model"]["weight"], torch.full((2, 3), 5.0)) and loaded["trainer"] == {"step": 2}
+    # a training checkpoint folder loads as the model's weights (what --ckpt-path uses)
+    fresh = torch.nn.Linear(3, 2)
+    ckpt.load_sharded_entries(second, {"model": fresh.state_dict()})
+    assert torch.equal(fresh.weight, torch.full((2, 3), 5.0))
