@@ -165,6 +165,8 @@ def _unwrap_nesting(obj: object, path: Path) -> dict[str, torch.Tensor]:
 
 
 DCP_ENTRY = "model"  # the entry of a sharded training checkpoint's state that holds the weights
+# a training checkpoint folder (opensora.training.checkpoint): trusted once this marker exists; shards in STATE
+TRAINING_MARKER, TRAINING_STATE = "COMPLETE", "state"
 
 
 def is_dcp_folder(path: Path) -> bool:

@@ -25,9 +25,15 @@ from huggingface_hub.errors import (
 )
 
 from opensora.errors import CheckpointError
-from opensora.models.checkpoint_io import CONFIG_NAME, INDEX_SUFFIX, WEIGHT_NAMES, error_reason, is_dcp_folder
-
-TRAINING_MARKER, TRAINING_STATE = "COMPLETE", "state"  # opensora.training.checkpoint's layout
+from opensora.models.checkpoint_io import (
+    CONFIG_NAME,
+    INDEX_SUFFIX,
+    TRAINING_MARKER,
+    TRAINING_STATE,
+    WEIGHT_NAMES,
+    error_reason,
+    is_dcp_folder,
+)
 
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 _FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".json")
@@ -85,7 +91,7 @@ def resolve_checkpoint(path_or_id: str | os.PathLike, subfolder: str | None, rev
             raise CheckpointError(f"cannot load '{path}': subfolder '{subfolder}' given for a single file")
         return CheckpointFiles(None, [path], f"'{path}'")
     if path.is_dir() and (path / TRAINING_MARKER).is_file() and is_dcp_folder(path / TRAINING_STATE):
-        # a sharded training checkpoint: its raw weights, read whole (tools/convert_checkpoint.py for the EMA)
+        # a sharded training checkpoint: its raw weights, read whole (tools/export_ema.py for the EMA)
         return CheckpointFiles(None, [path / TRAINING_STATE], f"'{path}'")
     if path.is_dir():
         root = path / subfolder if subfolder else path

@@ -407,7 +407,7 @@ class BaseTrainer:
         """Restore a checkpoint; with ``start_from_scratch`` only the weights, EMA and optimizers.
 
         The shards are read by every rank (any world size); the small entries on rank 0, then broadcast.
-        A checkpoint holding weights only (tools/convert_checkpoint.py from safetensors) starts over.
+        A checkpoint holding weights only (no optimizer, steps or data position) starts over.
         """
         checkpoint, states = read_on_main(path, list(STATE_ENTRIES[1:]) + [engine_entries(p)[2] for p in self.engines])
         _, stored = CheckpointManager.entries(checkpoint)

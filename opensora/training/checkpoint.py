@@ -36,10 +36,16 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 
 from opensora.errors import CheckpointError
-from opensora.models.checkpoint_io import error_reason, read_dcp_entries, save_state_dict_atomic
+from opensora.models.checkpoint_io import (
+    TRAINING_MARKER,
+    TRAINING_STATE,
+    error_reason,
+    read_dcp_entries,
+    save_state_dict_atomic,
+)
 
-COMPLETE = "COMPLETE"
-SHARDED = "state"  # the DCP folder inside a checkpoint
+COMPLETE = TRAINING_MARKER
+SHARDED = TRAINING_STATE  # the DCP folder inside a checkpoint
 _NAME = re.compile(r"^epoch(\d+)-global_step(\d+)$")
 
 

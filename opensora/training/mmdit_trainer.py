@@ -16,12 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from opensora.datasets import FeatureDataset
 from opensora.errors import ConfigError
 from opensora.inference.mmdit_sampling import image_ids, pack, reference_frame_ranges, text_ids
 from opensora.models.checkpoint_io import parse_dtype
 from opensora.models.mmdit.mmdit import MMDiT
-from opensora.training.base import BaseTrainer, StepOutput, TrainResult, build_dataset, check_data_path, run
+from opensora.training.base import BaseTrainer, StepOutput, TrainResult, run
 from opensora.training.config import MMDiTTrainConfig
 from opensora.training.mmdit_recipe import (
     draw_cond_types,
@@ -33,7 +32,7 @@ from opensora.training.mmdit_recipe import (
     training_condition,
     velocity,
 )
-from opensora.training.trainer import build_encoders
+from opensora.training.trainer import build_encoders, latent_dataset
 
 __all__ = ["MMDiTTrainer", "train_mmdit"]
 
@@ -51,9 +50,7 @@ class MMDiTTrainer(BaseTrainer):
     cfg: MMDiTTrainConfig
 
     def build_dataset(self) -> Any:
-        if self.cfg.use_features:
-            return FeatureDataset(check_data_path(self.cfg))
-        return build_dataset(self.cfg)
+        return latent_dataset(self.cfg)
 
     def build_model(self) -> nn.Module:
         cfg, dims = self.cfg, self.dims

@@ -26,7 +26,7 @@ from opensora.training.base import (
     feature_assignment,
     run,
 )
-from opensora.training.config import TrainConfig
+from opensora.training.config import MMDiTTrainConfig, TrainConfig
 from opensora.training.losses import diffusion_loss
 from opensora.training.masks import MaskGenerator
 
@@ -46,9 +46,7 @@ class Trainer(BaseTrainer):
     cfg: TrainConfig
 
     def build_dataset(self) -> Any:
-        if self.cfg.use_features:
-            return FeatureDataset(check_data_path(self.cfg))
-        return build_dataset(self.cfg)
+        return latent_dataset(self.cfg)
 
     def build_model(self) -> nn.Module:
         cfg, dims = self.cfg, self.dims
@@ -96,6 +94,13 @@ class Trainer(BaseTrainer):
             model_kwargs = {**model_kwargs, "x_mask": frame_mask}
         # caption dropout (for classifier-free guidance) happens inside the model in training mode
         return diffusion_loss(self.engine.model, self.scheduler, x, model_kwargs, frame_mask=frame_mask).mean()
+
+
+def latent_dataset(cfg: TrainConfig | MMDiTTrainConfig) -> Any:
+    """Stored features with ``use_features``, else the configured video dataset."""
+    if cfg.use_features:
+        return FeatureDataset(check_data_path(cfg))
+    return build_dataset(cfg)
 
 
 def build_encoders(cfg: TrainConfig, device: torch.device) -> tuple[nn.Module, nn.Module]:
